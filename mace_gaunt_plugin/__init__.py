@@ -1,0 +1,46 @@
+"""mace-gaunt-plugin: fast equivariant tensor-product backends for MACE.
+
+Pick how the tensor products inside a MACE model are computed, keep that choice wherever
+the model goes. Heavy imports (torch, mace) happen on first use of an attribute, so
+importing this package is cheap.
+
+>>> import mace_gaunt_plugin as mgp
+>>> "e3nn" in mgp.available_backends()
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "available_backends": ".registry",
+    "get_backend": ".registry",
+    "use_backend": ".mace",
+    "build_model": ".mace",
+    "backend_of": ".mace",
+    "backend_options_of": ".mace",
+    "switch_backend": ".mace",
+    "BackendError": ".errors",
+    "BackendMismatchError": ".errors",
+    "BackendOptionError": ".errors",
+    "UnknownBackendError": ".errors",
+    "UnsupportedIrrepsError": ".errors",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

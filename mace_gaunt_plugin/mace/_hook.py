@@ -1,0 +1,146 @@
+"""``use_backend``: build MACE models whose tensor products come from a plugin backend.
+
+mace 0.3.16 has no plugin hook. Every interaction block's ``_setup`` builds its conv with
+the names ``TensorProduct`` and ``tp_out_irreps_with_instructions`` that
+``mace.modules.blocks`` imported, and ``EquivariantProductBasisBlock`` builds its product
+with ``SymmetricContractionWrapper`` from the same namespace. Inside ``use_backend`` those
+three names point to factories that ask the backend first and fall back to MACE's own
+code only for sites the backend leaves alone. A fourth, small step marks interaction
+blocks whose plugin conv does its own gather and scatter (``conv_fusion``, MACE's own
+flag for fused convolutions). Everything is put back on exit, exceptions included.
+
+Only construction is affected: no ``forward`` is replaced, and models built inside carry
+plain modules that pickle, load and script like any MACE model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Iterator
+
+from ..backends.base import BackendModule, TPBackend
+from ..errors import BackendMismatchError
+from ..registry import get_backend
+
+__all__ = ["use_backend"]
+
+
+def _accelerated(config: Any) -> bool:
+    return config is not None and bool(getattr(config, "enabled", False))
+
+
+def _refuse_accelerators(backend: TPBackend, cueq_config: Any, oeq_config: Any) -> None:
+    if backend.name != "e3nn" and (_accelerated(cueq_config) or _accelerated(oeq_config)):
+        raise BackendMismatchError(
+            f"TP backend {backend.name!r} cannot be combined with cuEquivariance/OpenEquivariance "
+            "acceleration (--enable_cueq / --enable_oeq): those replace the same tensor products. "
+            "Use one or the other; cuEquivariance applies to the 'e3nn' backend only."
+        )
+
+
+@contextlib.contextmanager
+def use_backend(name: str, **options: Any) -> Iterator[TPBackend]:
+    """Build every MACE model (or interaction / product block) inside with backend ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A registered backend (see :func:`mace_gaunt_plugin.available_backends`).
+    **options
+        Backend options; unknown ones raise
+        :class:`~mace_gaunt_plugin.errors.BackendOptionError` before anything is patched.
+
+    Examples
+    --------
+    >>> from mace_gaunt_plugin import use_backend
+    >>> with use_backend("e3nn"):
+    ...     pass  # e.g. mace.modules.ScaleShiftMACE(**config)
+
+    Not thread-safe: it swaps names in ``mace.modules.blocks`` for the duration.
+    """
+    backend = get_backend(name)
+    opts = backend.resolve_options(options)
+
+    import mace.modules.blocks as blocks
+    from e3nn import o3
+
+    stock_tp = blocks.TensorProduct
+    stock_tp_out = blocks.tp_out_irreps_with_instructions
+    stock_sc = blocks.SymmetricContractionWrapper
+    stock_init = blocks.InteractionBlock.__init__
+
+    def tensor_product(
+        irreps_in1: Any,
+        irreps_in2: Any,
+        irreps_out: Any,
+        instructions: Any = None,
+        shared_weights: bool = False,
+        internal_weights: bool = False,
+        use_conv_fusion: bool = True,
+        cueq_config: Any = None,
+        oeq_config: Any = None,
+    ) -> Any:
+        _refuse_accelerators(backend, cueq_config, oeq_config)
+        module = backend.build_conv(o3.Irreps(irreps_in1), o3.Irreps(irreps_in2), o3.Irreps(irreps_out), instructions, opts)
+        if module is not None:
+            return module
+        return stock_tp(
+            irreps_in1,
+            irreps_in2,
+            irreps_out,
+            instructions=instructions,
+            shared_weights=shared_weights,
+            internal_weights=internal_weights,
+            use_conv_fusion=use_conv_fusion,
+            cueq_config=cueq_config,
+            oeq_config=oeq_config,
+        )
+
+    def tp_out_irreps_with_instructions(irreps1: Any, irreps2: Any, target_irreps: Any) -> Any:
+        out = backend.conv_irreps_out(o3.Irreps(irreps1), o3.Irreps(irreps2), o3.Irreps(target_irreps), opts)
+        if out is None:
+            return stock_tp_out(irreps1, irreps2, target_irreps)
+        return out, None
+
+    def symmetric_contraction(
+        irreps_in: Any,
+        irreps_out: Any,
+        correlation: int,
+        num_elements: Any = None,
+        cueq_config: Any = None,
+        oeq_config: Any = None,
+        use_reduced_cg: bool = True,
+    ) -> Any:
+        _refuse_accelerators(backend, cueq_config, oeq_config)
+        module = backend.build_product(o3.Irreps(irreps_in), o3.Irreps(irreps_out), correlation, num_elements, opts)
+        if module is not None:
+            return module
+        return stock_sc(
+            irreps_in=irreps_in,
+            irreps_out=irreps_out,
+            correlation=correlation,
+            num_elements=num_elements,
+            cueq_config=cueq_config,
+            oeq_config=oeq_config,
+            use_reduced_cg=use_reduced_cg,
+        )
+
+    @functools.wraps(stock_init)
+    def interaction_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        stock_init(self, *args, **kwargs)
+        conv = getattr(self, "conv_tp", None)
+        if isinstance(conv, BackendModule) and bool(getattr(conv, "fused", False)):
+            self.conv_fusion = True  # MACE's flag: the conv gathers and scatters itself
+
+    blocks.TensorProduct = tensor_product
+    blocks.tp_out_irreps_with_instructions = tp_out_irreps_with_instructions
+    blocks.SymmetricContractionWrapper = symmetric_contraction
+    blocks.InteractionBlock.__init__ = interaction_init
+    try:
+        yield backend
+    finally:
+        blocks.TensorProduct = stock_tp
+        blocks.tp_out_irreps_with_instructions = stock_tp_out
+        blocks.SymmetricContractionWrapper = stock_sc
+        blocks.InteractionBlock.__init__ = stock_init
