@@ -156,6 +156,17 @@ class TPBackend:
         """Refuse, before anything is built or written, a MACE model config this backend
         cannot represent (``config`` holds MACE constructor arguments). Default: accept."""
 
+    # Training hooks, called by the mace_run_train integration (mace_gaunt_plugin.mace).
+    # Backends whose modules change during training (``sparse``) override them.
+
+    def on_epoch_start(self, model: torch.nn.Module, epoch: int, steps_per_epoch: int) -> None:
+        """Called before every training epoch (0-based ``epoch``, also after a restart)."""
+
+    def before_save(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Called on the model that ``mace_run_train`` is about to save as ``NAME.model``
+        (and compile); returns the model to save. Default: unchanged."""
+        return model
+
 
 def require_natural_parity(backend: str, irreps: o3.Irreps, what: str) -> None:
     """Gaunt products only exist between natural-parity irreps (0e, 1o, 2e, 3o, ...)."""
