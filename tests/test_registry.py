@@ -1,0 +1,109 @@
+"""Backend discovery through entry points, including third-party distributions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import mace_gaunt_plugin as mgp
+from mace_gaunt_plugin.errors import UnknownBackendError
+
+
+def test_builtin_e3nn_is_registered() -> None:
+    assert "e3nn" in mgp.available_backends()
+    assert mgp.get_backend("e3nn").name == "e3nn"
+
+
+def test_unknown_backend_lists_available() -> None:
+    with pytest.raises(UnknownBackendError) as info:
+        mgp.get_backend("no-such-backend")
+    assert isinstance(info.value, ValueError)
+    assert "no-such-backend" in str(info.value) and "e3nn" in str(info.value)
+
+
+def test_import_is_cheap() -> None:
+    code = "import sys, mace_gaunt_plugin; print('torch' in sys.modules, 'mace' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+TOY_BACKEND = '''
+from typing import Optional
+import torch
+from e3nn import o3
+from mace_gaunt_plugin.backends.base import BackendModule, TPBackend
+
+
+class ToyConv(BackendModule):
+    """e3nn's CG product wrapped as a plugin module (third-party example)."""
+
+    def __init__(self, irreps_in1, irreps_in2, irreps_out, instructions, options):
+        super().__init__("toy", "conv", options)
+        self.tp = o3.TensorProduct(irreps_in1, irreps_in2, irreps_out, instructions,
+                                   shared_weights=False, internal_weights=False)
+        self.irreps_in1, self.irreps_in2, self.irreps_out = irreps_in1, irreps_in2, irreps_out
+        self.weight_numel = self.tp.weight_numel
+        self.fused = False
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor,
+                edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.tp(x1, x2, weight)
+
+
+class ToyBackend(TPBackend):
+    def build_conv(self, irreps_node, irreps_edge, irreps_out, instructions, options):
+        return ToyConv(irreps_node, irreps_edge, irreps_out, instructions, options)
+
+
+TOY = ToyBackend(name="toy", description="third-party test backend", function_family="cg")
+'''
+
+
+def _make_distribution(root: Path) -> None:
+    (root / "toy_backend.py").write_text(TOY_BACKEND)
+    info = root / "toy_mace_backend-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-mace-backend\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[mace_gaunt_plugin.backends]\ntoy = toy_backend:TOY\nbroken = toy_backend_missing:NOPE\n"
+    )
+
+
+def test_third_party_backend_found_and_builds_model(tmp_path: Path) -> None:
+    _make_distribution(tmp_path)
+    script = textwrap.dedent(
+        f"""
+        import sys, warnings
+        sys.path.insert(0, {str(tmp_path)!r})
+        import torch, ase.io
+        import mace_gaunt_plugin as mgp
+        from mace_gaunt_plugin.testing import small_mace_config, atoms_to_batch, model_energy_forces
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            names = mgp.available_backends()
+        assert "toy" in names and "e3nn" in names, names
+        assert "broken" not in names, names
+        msgs = [str(w.message) for w in caught if "broken" in str(w.message)]
+        assert msgs and "toy_backend_missing:NOPE" in msgs[0], [str(w.message) for w in caught]
+        try:
+            mgp.get_backend("broken")
+        except ValueError as exc:
+            assert "failed to load" in str(exc), exc
+        else:
+            raise SystemExit("broken backend was returned")
+        cfg = small_mace_config(hidden_irreps="4x0e + 4x1o", num_interactions=1)
+        model = mgp.build_model("toy", **cfg)
+        assert mgp.backend_of(model) == "toy"
+        atoms = ase.io.read({str(Path(__file__).resolve().parents[2] / 'shared/data/3bpa/train_300K.xyz')!r}, ":1")
+        e, f = model_energy_forces(model, atoms_to_batch(atoms, cfg["atomic_numbers"], cfg["r_max"]))
+        assert torch.isfinite(e).all() and f.shape == (27, 3)
+        print("OK", float(e[0]))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "OK" in run.stdout
