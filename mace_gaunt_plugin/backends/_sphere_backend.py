@@ -1,0 +1,106 @@
+"""The backend logic shared by the Gaunt family (``grid``, ``gaunt``): options, refusals,
+conv output layout and site construction. A concrete backend only supplies its sphere
+engine (see :mod:`._sphere_sites`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+from e3nn import o3
+
+from ..errors import UnsupportedIrrepsError
+from ._sphere_sites import CONV_WEIGHTS, EngineSpec, SphereConv, SphereProduct, conv_degrees_out
+from .base import Option, TPBackend, parse_bool, require_natural_parity, require_uniform_multiplicity
+
+__all__ = ["SphereBackend", "sphere_options"]
+
+SITE_CHOICES = ("both", "conv", "product")
+
+
+def sphere_options() -> tuple[Option, ...]:
+    """The options every Gaunt-family backend takes."""
+    return (
+        Option("sites", "both", "which MACE sites use the Gaunt product: both, conv or product (the other stays e3nn)", str, SITE_CHOICES),
+        Option(
+            "conv_weights",
+            "l2",
+            "conv weights per (channel, l2) ('l2', Luo et al., fastest) or per (channel, l1, l2) ('l1l2', richer)",
+            str,
+            CONV_WEIGHTS,
+        ),
+        Option("fused", True, "conv gathers from senders and sums onto receivers itself (per-node evaluation and projection)", parse_bool),
+    )
+
+
+def _uses(options: Mapping[str, Any], site: str) -> bool:
+    return options["sites"] in ("both", site)
+
+
+@dataclass
+class SphereBackend(TPBackend):
+    """A Gaunt-family backend: ``engine_factory(EngineSpec) -> engine`` says how products
+    on the sphere are computed; everything else is shared."""
+
+    engine_factory: Optional[Callable[[EngineSpec], torch.nn.Module]] = None
+
+    def _factory(self) -> Callable[[EngineSpec], torch.nn.Module]:
+        if self.engine_factory is None:
+            raise TypeError(f"SphereBackend {self.name!r} has no engine_factory")
+        return self.engine_factory
+
+    def conv_irreps_out(
+        self, irreps_node: o3.Irreps, irreps_edge: o3.Irreps, irreps_target: o3.Irreps, options: Mapping[str, Any]
+    ) -> Optional[o3.Irreps]:
+        if not _uses(options, "conv"):
+            return None
+        require_natural_parity(self.name, irreps_node, "node features (hidden irreps)")
+        require_natural_parity(self.name, irreps_edge, "edge spherical harmonics")
+        require_natural_parity(self.name, irreps_target, "interaction target irreps")
+        mul = require_uniform_multiplicity(self.name, irreps_node, "node features (hidden irreps)")
+        ls = conv_degrees_out([ir.l for _, ir in irreps_node], [ir.l for _, ir in irreps_edge], [ir.l for _, ir in irreps_target])
+        if not ls:
+            raise UnsupportedIrrepsError(self.name, str(irreps_target), f"no target degree is reachable from {irreps_node} x {irreps_edge}")
+        return o3.Irreps([(mul, (l, (-1) ** l)) for l in ls])
+
+    def build_conv(
+        self,
+        irreps_node: o3.Irreps,
+        irreps_edge: o3.Irreps,
+        irreps_out: o3.Irreps,
+        instructions: Optional[list],
+        options: Mapping[str, Any],
+    ) -> Optional[torch.nn.Module]:
+        if not _uses(options, "conv"):
+            return None
+        return SphereConv(irreps_node, irreps_edge, irreps_out, self._factory(), self.name, options)
+
+    def build_product(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_out: o3.Irreps,
+        correlation: int,
+        num_elements: int,
+        options: Mapping[str, Any],
+    ) -> Optional[torch.nn.Module]:
+        if not _uses(options, "product"):
+            return None
+        return SphereProduct(irreps_in, irreps_out, correlation, num_elements, self._factory(), self.name, options)
+
+    def check_model_config(self, options: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        if config.get("use_so3", False):
+            raise UnsupportedIrrepsError(
+                self.name,
+                f"spherical_harmonics(max_ell={config.get('max_ell')}, p=1)",
+                "use_so3=True gives even-parity edge harmonics, which are not functions on the sphere's "
+                "natural-parity basis that a Gaunt product needs",
+                "Build the model with use_so3=False (MACE's default), or use the 'e3nn' backend.",
+            )
+        for key in ("hidden_irreps", "edge_irreps"):
+            irreps = config.get(key)
+            if irreps is None:
+                continue
+            irreps = o3.Irreps(irreps)
+            require_natural_parity(self.name, irreps, key.replace("_", " "))
+            require_uniform_multiplicity(self.name, irreps, key.replace("_", " "))

@@ -1,0 +1,475 @@
+"""Site modules of the Gaunt family (``grid``, ``gaunt``), written against a sphere engine.
+
+A Gaunt tensor product multiplies two functions on the sphere and projects the product
+back onto spherical harmonics. The site modules here say *what* is computed (which
+functions, which weights, which normalisation, which layout); a **sphere engine** says
+*how* functions are moved to a representation where products are pointwise ("points")
+and back. Two backends that use the same site modules with different engines compute
+the same function with the same weights: ``grid`` (Gauss-Legendre x uniform-phi grid,
+:mod:`.grid_backend`) and ``gaunt`` (2D Fourier basis with FFTs, :mod:`.gaunt_backend`).
+
+Sphere engine interface
+-----------------------
+An engine is built by a factory ``engine_factory(spec: EngineSpec) -> torch.nn.Module``.
+It must be TorchScript-able, hold its tables as buffers only (float64 math converted to
+``torch.get_default_dtype()`` at construction, so ``.to(device/dtype)`` moves them) and
+provide::
+
+    num_points: int                      # P, the size of the "points" representation
+    to_points(x [..., K_in]) -> [..., P]
+        f = sum_lm x_lm Y_lm for the degrees spec.degrees_in (ascending, e3nn order).
+    to_points_split(x [..., K_in]) -> [..., n_in, P]
+        the same, one slice per input degree (sum over dim -2 gives to_points).
+    edge_points(y [E, K_edge]) -> [E, n_edge, P]
+        g_l = sum_m y_lm Y_lm, one slice per degree of spec.degrees_edge.
+    from_points(v [..., P]) -> [..., K_out]
+        z_lm = integral v Y_lm for the degrees spec.degrees_out; exact whenever v is a
+        pointwise product of functions of total degree <= spec.product_degree.
+
+``Y_lm`` are e3nn's real spherical harmonics, *integral* normalised (the integral of
+``Y_lm**2`` is 1); ``K = sum over degrees of (2l + 1)`` with components ordered by
+ascending degree, ``m = -l..l``. The site modules only ever combine points with pointwise
+products, sums over edges (``index_add`` on dim 0) and batched matmuls over leading dims,
+so any representation in which the product of two functions is pointwise works.
+
+Conv site (:class:`SphereConv`)
+-------------------------------
+For each edge, ``f_c = sum_l1m1 x1[c, l1m1] Y_l1m1`` (sender features, channel ``c``) and
+the edge function ``h_c = sum_l2 w[c, l2] sum_m2 x2[l2m2] Y_l2m2`` (``x2``: MACE's
+component-normalised edge spherical harmonics, used as given; ``w``: radial-MLP output),
+output ``z[c, l3m3] = a_l3 * integral f_c h_c Y_l3m3`` summed over the edges into a
+receiver. Parametrisations (option ``conv_weights``):
+
+``"l2"`` (default)
+    one weight per (channel, l2): ``weight_numel = C * n_l2``, weight layout
+    ``[E, C, n_l2]`` (channel-major). This is Luo et al.'s MACE-Gaunt convolution.
+``"l1l2"``
+    one weight per (channel, l1, l2): ``h_{c,l1}``, ``z = a_l3 * integral
+    sum_l1 f_{c,l1} h_{c,l1} Y_l3m3``; ``weight_numel = C * n_l1 * n_l2``, layout
+    ``[E, C, n_l1, n_l2]``. Richer, (L1+1)x the per-edge memory.
+
+Normalisation: ``a_l3 = (sum_{l1,l2} |G(l1,l2,l3)|^2 / (2 l3 + 1)) ** -1/2`` with ``G`` the
+Gaunt coefficients over the degrees present, so that unit-variance features, unit-variance
+weights and component-normalised edge harmonics give unit-variance outputs, as each
+path block of e3nn's component-normalised ``uvu`` tensor product does.
+
+Product site (:class:`SphereProduct`)
+-------------------------------------
+Luo et al.'s many-body basis ``B_{c,L} = sum_{nu=1..correlation} w_nu(Z, c, L) b_{nu,L}
+Proj_L(f_c**nu)`` with ``f_c = sum_lm A[c, lm] Y_lm``. ``b_{nu,L}`` is the inverse RMS of
+``Proj_L(f**nu)`` for ``A ~ N(0, 1)``, computed exactly (Isserlis plus Funk-Hecke, see
+:func:`power_projection_rms`). Weights ``[n_elements, C, correlation, n_L]`` initialised
+``N(0, 1) / sqrt(correlation)``; ``node_attrs @ weights`` selects them per node.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from e3nn import o3
+from e3nn.util.jit import compile_mode
+
+from ..errors import UnsupportedIrrepsError
+from ..so3 import gaunt_coefficients, gaunt_path_allowed
+from .base import BackendModule, require_natural_parity, require_uniform_multiplicity
+
+__all__ = [
+    "EngineSpec",
+    "SphereConv",
+    "SphereProduct",
+    "conv_degrees_out",
+    "conv_normalisation",
+    "power_projection_rms",
+    "CONV_WEIGHTS",
+]
+
+CONV_WEIGHTS = ("l2", "l1l2")
+
+EngineFactory = Callable[["EngineSpec"], torch.nn.Module]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a sphere engine must represent exactly.
+
+    Attributes
+    ----------
+    degrees_in : tuple of int
+        Degrees of the coefficients given to ``to_points`` / ``to_points_split`` (ascending).
+    degrees_edge : tuple of int
+        Degrees given to ``edge_points`` (ascending; empty for the product site).
+    degrees_out : tuple of int
+        Degrees ``from_points`` returns (ascending).
+    product_degree : int
+        Largest polynomial degree of a pointwise product that ``from_points`` must project
+        exactly (conv: ``max(in) + max(edge)``; product: ``correlation * max(in)``).
+    """
+
+    degrees_in: tuple[int, ...]
+    degrees_edge: tuple[int, ...]
+    degrees_out: tuple[int, ...]
+    product_degree: int
+
+    @property
+    def quadrature_degree(self) -> int:
+        """Total degree a quadrature must integrate exactly: product times output harmonic."""
+        return self.product_degree + max(self.degrees_out)
+
+
+def _dim(degrees: Sequence[int]) -> int:
+    return sum(2 * l + 1 for l in degrees)
+
+
+def _offsets(degrees: Sequence[int]) -> dict[int, int]:
+    out, off = {}, 0
+    for l in degrees:
+        out[l] = off
+        off += 2 * l + 1
+    return out
+
+
+def _degrees_once(backend: str, irreps: o3.Irreps, what: str) -> tuple[int, ...]:
+    ls = [ir.l for _, ir in irreps]
+    if len(set(ls)) != len(ls):
+        raise UnsupportedIrrepsError(
+            backend, str(irreps), f"{what} list a degree more than once", "Simplify the irreps (e3nn's Irreps.simplify())."
+        )
+    return tuple(ls)
+
+
+def _mul_ir_to_channels(irreps: o3.Irreps, degrees: Sequence[int]) -> torch.Tensor:
+    """Index ``idx`` with ``x_mul_ir[..., idx].view(..., C, K) == x in [C, K] layout``."""
+    pos: dict[tuple[int, int, int], int] = {}
+    off = 0
+    for mul, ir in irreps:
+        for c in range(mul):
+            for m in range(ir.dim):
+                pos[(c, ir.l, m)] = off + c * ir.dim + m
+        off += mul * ir.dim
+    mul = irreps[0].mul
+    return torch.tensor([pos[(c, l, m)] for c in range(mul) for l in degrees for m in range(2 * l + 1)], dtype=torch.long)
+
+
+def _channels_to_mul_ir(irreps: o3.Irreps, degrees: Sequence[int]) -> torch.Tensor:
+    """Index ``idx`` with ``y.view(..., C * K)[..., idx] == y in irreps' mul_ir layout``."""
+    k_dim = _dim(degrees)
+    offs = _offsets(degrees)
+    idx = []
+    for mul, ir in irreps:
+        for c in range(mul):
+            for m in range(ir.dim):
+                idx.append(c * k_dim + offs[ir.l] + m)
+    return torch.tensor(idx, dtype=torch.long)
+
+
+def _is_identity(idx: torch.Tensor) -> bool:
+    return bool(torch.equal(idx, torch.arange(idx.numel())))
+
+
+def _degree_index(degrees: Sequence[int]) -> torch.Tensor:
+    """For each component (ascending degrees), the position of its degree in ``degrees``."""
+    return torch.tensor([i for i, l in enumerate(degrees) for _ in range(2 * l + 1)], dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- conv
+
+
+def conv_degrees_out(degrees_in: Sequence[int], degrees_edge: Sequence[int], degrees_target: Sequence[int]) -> tuple[int, ...]:
+    """Target degrees a Gaunt product of the two inputs can reach (ascending)."""
+    return tuple(
+        sorted(
+            l3
+            for l3 in set(degrees_target)
+            if any(gaunt_path_allowed(l1, l2, l3) for l1 in degrees_in for l2 in degrees_edge)
+        )
+    )
+
+
+def conv_normalisation(degrees_in: Sequence[int], degrees_edge: Sequence[int], degrees_out: Sequence[int]) -> np.ndarray:
+    """Per-output-degree constants ``a_l3`` (float64, one per entry of ``degrees_out``).
+
+    ``a_l3 ** -2 = sum_{l1, l2} sum_{m1, m2} G(l1 m1, l2 m2, l3 m3) ** 2``, the same for every
+    ``m3``: the variance of an output component for unit-variance inputs and weights.
+    """
+    out = []
+    for l3 in degrees_out:
+        s = sum(float((gaunt_coefficients(l1, l2, l3) ** 2).sum()) for l1 in degrees_in for l2 in degrees_edge)
+        s /= 2 * l3 + 1
+        if s <= 0:
+            raise ValueError(f"output degree {l3} is unreachable from degrees {list(degrees_in)} x {list(degrees_edge)}")
+        out.append(1.0 / math.sqrt(s))
+    return np.array(out)
+
+
+@compile_mode("script")
+class SphereConv(BackendModule):
+    """Gaunt convolution for MACE's ``conv`` site (see the module docstring for the math).
+
+    Parameters
+    ----------
+    irreps_in1 : o3.Irreps
+        Node features, natural parity, one multiplicity ``C``, each degree once.
+    irreps_in2 : o3.Irreps
+        Edge spherical harmonics (``1x0e + 1x1o + ...``), natural parity, multiplicity 1.
+    irreps_out : o3.Irreps
+        ``C x l3`` blocks for reachable natural-parity ``l3`` (see :func:`conv_degrees_out`).
+    engine_factory : callable
+        ``EngineSpec -> engine`` (see the module docstring).
+    backend_name : str
+        Recorded on the module (``backend_of``).
+    options : mapping
+        The backend options; ``conv_weights`` (``"l2"`` or ``"l1l2"``) and ``fused`` (bool)
+        are read here.
+
+    Shapes
+    ------
+    ``forward(x1, x2, weight, edge_index=None)``: unfused, ``x1 [E, irreps_in1.dim]``
+    (gathered from senders) and the result is ``[E, irreps_out.dim]``; fused,
+    ``x1 [N, irreps_in1.dim]``, ``edge_index [2, E]`` (senders, receivers) and the result
+    ``[N, irreps_out.dim]`` is summed onto receivers. ``x2 [E, irreps_in2.dim]``,
+    ``weight [E, weight_numel]``.
+    """
+
+    channels: int
+    n_in: int
+    n_edge: int
+    per_l1: bool
+    fused: bool
+    in_identity: bool
+    edge_identity: bool
+    out_identity: bool
+    weight_numel: int
+
+    def __init__(
+        self,
+        irreps_in1: o3.Irreps,
+        irreps_in2: o3.Irreps,
+        irreps_out: o3.Irreps,
+        engine_factory: EngineFactory,
+        backend_name: str,
+        options: Mapping[str, Any],
+    ) -> None:
+        super().__init__(backend_name, "conv", options)
+        self.irreps_in1 = o3.Irreps(irreps_in1)
+        self.irreps_in2 = o3.Irreps(irreps_in2)
+        self.irreps_out = o3.Irreps(irreps_out)
+        be = backend_name
+        for irreps, what in ((self.irreps_in1, "node features"), (self.irreps_in2, "edge attributes"), (self.irreps_out, "conv outputs")):
+            require_natural_parity(be, irreps, what)
+        c = require_uniform_multiplicity(be, self.irreps_in1, "node features")
+        if require_uniform_multiplicity(be, self.irreps_in2, "edge attributes") != 1:
+            raise UnsupportedIrrepsError(be, str(self.irreps_in2), "edge attributes must have multiplicity 1 (spherical harmonics)")
+        if require_uniform_multiplicity(be, self.irreps_out, "conv outputs") != c:
+            raise UnsupportedIrrepsError(be, str(self.irreps_out), f"conv outputs must have the node multiplicity {c} (channel-wise product)")
+        d_in = tuple(sorted(_degrees_once(be, self.irreps_in1, "node features")))
+        d_edge = tuple(sorted(_degrees_once(be, self.irreps_in2, "edge attributes")))
+        d_out = tuple(sorted(_degrees_once(be, self.irreps_out, "conv outputs")))
+        unreachable = sorted(set(d_out) - set(conv_degrees_out(d_in, d_edge, d_out)))
+        if unreachable:
+            raise UnsupportedIrrepsError(
+                be, str(self.irreps_out), f"degrees {unreachable} cannot be reached by a Gaunt product of {self.irreps_in1} and {self.irreps_in2}"
+            )
+        mode = str(options.get("conv_weights", "l2"))
+        if mode not in CONV_WEIGHTS:
+            raise ValueError(f"conv_weights must be one of {CONV_WEIGHTS}, got {mode!r}")
+        self.degrees_in, self.degrees_edge, self.degrees_out = d_in, d_edge, d_out
+        self.channels = c
+        self.n_in = len(d_in)
+        self.n_edge = len(d_edge)
+        self.per_l1 = mode == "l1l2"
+        self.fused = bool(options.get("fused", True))
+        self.weight_numel = c * self.n_edge * (self.n_in if self.per_l1 else 1)
+
+        self.spec = EngineSpec(d_in, d_edge, d_out, max(d_in) + max(d_edge))
+        self.engine = engine_factory(self.spec)
+        dtype = torch.get_default_dtype()
+        norm = conv_normalisation(d_in, d_edge, d_out)
+        per_component = torch.from_numpy(norm)[_degree_index(d_out)]
+        self.register_buffer("out_norm", per_component.to(dtype))
+        idx_in = _mul_ir_to_channels(self.irreps_in1, d_in)
+        idx_out = _channels_to_mul_ir(self.irreps_out, d_out)
+        self.in_identity = _is_identity(idx_in)
+        self.out_identity = _is_identity(idx_out)
+        self.register_buffer("idx_in", idx_in)
+        self.register_buffer("idx_out", idx_out)
+        # x2 may list degrees in any order; the engine wants them ascending.
+        idx_edge = _mul_ir_to_channels(self.irreps_in2, d_edge)
+        self.edge_identity = _is_identity(idx_edge)
+        self.register_buffer("idx_edge", idx_edge)
+
+    def extra_repr(self) -> str:
+        mode = "l1l2" if self.per_l1 else "l2"
+        return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, conv_weights={mode}, fused={self.fused}, points={self.engine.num_points}"
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        n = x1.shape[0]
+        c = self.channels
+        if not self.in_identity:
+            x1 = x1.index_select(1, self.idx_in)
+        feats = x1.reshape(n, c, -1)  # [n, C, K_in]
+        if not self.edge_identity:
+            x2 = x2.index_select(1, self.idx_edge)
+        edge_fn = self.engine.edge_points(x2)  # [E, n_edge, P]
+        n_edges = edge_fn.shape[0]
+        p = edge_fn.shape[2]
+        if self.per_l1:
+            f = self.engine.to_points_split(feats).reshape(n, c * self.n_in, p)
+            h = torch.bmm(weight.reshape(n_edges, c * self.n_in, self.n_edge), edge_fn)
+        else:
+            f = self.engine.to_points(feats)  # [n, C, P]
+            h = torch.bmm(weight.reshape(n_edges, c, self.n_edge), edge_fn)  # [E, C, P]
+        if edge_index is None:
+            prod = f * h
+        else:
+            prod = f.index_select(0, edge_index[0]) * h
+        if self.per_l1:
+            prod = prod.reshape(n_edges, c, self.n_in, p).sum(2)
+        if edge_index is not None:
+            prod = torch.zeros((n, c, p), dtype=prod.dtype, device=prod.device).index_add(0, edge_index[1], prod)
+        out = self.engine.from_points(prod) * self.out_norm  # [rows, C, K_out]
+        out = out.reshape(out.shape[0], -1)
+        if not self.out_identity:
+            out = out.index_select(1, self.idx_out)
+        return out
+
+
+# --------------------------------------------------------------------------- product
+
+
+def _gaussian_power_moment(nu: int, var: float, cov: np.ndarray) -> np.ndarray:
+    """``E[X**nu Y**nu]`` for zero-mean jointly Gaussian ``X, Y`` with variance ``var`` and
+    covariance ``cov`` (Isserlis / Wick)."""
+    total = np.zeros_like(cov)
+    for j in range(nu % 2, nu + 1, 2):
+        k = (nu - j) // 2
+        coef = math.factorial(nu) ** 2 / (math.factorial(j) * math.factorial(k) ** 2 * 2 ** (2 * k))
+        total = total + coef * var ** (2 * k) * cov**j
+    return total
+
+
+def power_projection_rms(degrees_in: Sequence[int], correlation: int, degrees_out: Sequence[int]) -> np.ndarray:
+    """RMS of ``Proj_{LM}(f**nu)`` for ``f = sum A_lm Y_lm`` with ``A_lm ~ N(0, 1)``, shape
+    ``[correlation, len(degrees_out)]`` (float64, exact).
+
+    ``f`` is a Gaussian field with covariance ``k(t) = sum_l (2l+1)/(4 pi) P_l(t)``; by
+    Isserlis ``E[f(p)**nu f(q)**nu]`` is a polynomial ``g_nu`` of ``t = p.q``, and by
+    Funk-Hecke ``E[Proj_LM(f**nu)**2] = 2 pi integral_{-1}^{1} g_nu(t) P_L(t) dt``, which
+    Gauss-Legendre quadrature of enough nodes gives exactly.
+    """
+    from numpy.polynomial import legendre
+
+    lmax = max(degrees_in)
+    n = (2 * correlation * lmax + max(degrees_out)) // 2 + 2
+    t, w = legendre.leggauss(n)
+    k = sum((2 * l + 1) / (4 * math.pi) * legendre.legval(t, [0] * l + [1]) for l in degrees_in)
+    var = sum((2 * l + 1) / (4 * math.pi) for l in degrees_in)
+    out = np.zeros((correlation, len(degrees_out)))
+    for i, nu in enumerate(range(1, correlation + 1)):
+        g = _gaussian_power_moment(nu, var, k)
+        for j, big_l in enumerate(degrees_out):
+            out[i, j] = math.sqrt(2 * math.pi * float(np.sum(w * g * legendre.legval(t, [0] * big_l + [1]))))
+    return out
+
+
+@compile_mode("script")
+class SphereProduct(BackendModule):
+    """Luo et al.'s MACE-Gaunt many-body basis for MACE's ``product`` site.
+
+    Parameters
+    ----------
+    irreps_in : o3.Irreps
+        ``A`` (MACE's interaction output): natural parity, one multiplicity ``C``, degrees
+        ascending, each once.
+    irreps_out : o3.Irreps
+        Natural parity, multiplicity ``C``, each degree once.
+    correlation : int
+        Highest power ``nu``.
+    num_elements : int
+        Number of chemical elements (rows of ``node_attrs``).
+    engine_factory, backend_name, options
+        As for :class:`SphereConv`.
+
+    Shapes
+    ------
+    ``forward(node_feats [N, C, K_in], node_attrs [N, num_elements]) -> [N, irreps_out.dim]``
+    (e3nn ``mul_ir`` layout).
+    """
+
+    channels: int
+    correlation: int
+    num_elements: int
+    n_out: int
+    out_identity: bool
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_out: o3.Irreps,
+        correlation: int,
+        num_elements: int,
+        engine_factory: EngineFactory,
+        backend_name: str,
+        options: Mapping[str, Any],
+    ) -> None:
+        super().__init__(backend_name, "product", options)
+        be = backend_name
+        self.irreps_in = o3.Irreps(irreps_in)
+        self.irreps_out = o3.Irreps(irreps_out)
+        require_natural_parity(be, self.irreps_in, "product inputs")
+        require_natural_parity(be, self.irreps_out, "product outputs")
+        c = require_uniform_multiplicity(be, self.irreps_in, "product inputs")
+        if require_uniform_multiplicity(be, self.irreps_out, "product outputs") != c:
+            raise UnsupportedIrrepsError(be, str(self.irreps_out), f"product outputs must have the input multiplicity {c} (channel-wise product)")
+        d_in = _degrees_once(be, self.irreps_in, "product inputs")
+        if list(d_in) != sorted(d_in):
+            raise UnsupportedIrrepsError(be, str(self.irreps_in), "product inputs must be sorted by degree", "Sort the irreps (as MACE does).")
+        d_out = tuple(sorted(_degrees_once(be, self.irreps_out, "product outputs")))
+        if correlation < 1:
+            raise ValueError(f"correlation must be >= 1, got {correlation}")
+        if num_elements is None or int(num_elements) < 1:
+            raise ValueError(f"num_elements must be >= 1, got {num_elements!r}")
+        reach = correlation * max(d_in)
+        if max(d_out) > reach or (max(d_in) == 0 and max(d_out) > 0):
+            raise UnsupportedIrrepsError(
+                be, str(self.irreps_out), f"degrees above {reach if max(d_in) else 0} are unreachable from powers up to {correlation} of {self.irreps_in}"
+            )
+        self.degrees_in, self.degrees_out = d_in, d_out
+        self.channels = c
+        self.correlation = int(correlation)
+        self.num_elements = int(num_elements)
+        self.n_out = len(d_out)
+        self.spec = EngineSpec(d_in, (), d_out, self.correlation * max(d_in))
+        self.engine = engine_factory(self.spec)
+        dtype = torch.get_default_dtype()
+        rms = power_projection_rms(d_in, self.correlation, d_out)  # [nu, n_out]
+        per_component = torch.from_numpy(1.0 / rms)[:, _degree_index(d_out)]  # [nu, K_out]
+        self.register_buffer("power_norm", per_component.to(dtype))
+        self.register_buffer("degree_index", _degree_index(d_out))
+        idx_out = _channels_to_mul_ir(self.irreps_out, d_out)
+        self.out_identity = _is_identity(idx_out)
+        self.register_buffer("idx_out", idx_out)
+        self.weights = torch.nn.Parameter(
+            torch.randn(self.num_elements, c, self.correlation, self.n_out, dtype=dtype) / math.sqrt(self.correlation)
+        )
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, points={self.engine.num_points}"
+
+    def forward(self, node_feats: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
+        n = node_feats.shape[0]
+        c = self.channels
+        f = self.engine.to_points(node_feats)  # [N, C, P]
+        powers = [f]
+        g = f
+        for _ in range(self.correlation - 1):
+            g = g * f
+            powers.append(g)
+        proj = self.engine.from_points(torch.stack(powers, dim=2))  # [N, C, nu, K_out]
+        w = (node_attrs @ self.weights.reshape(self.num_elements, -1)).reshape(n, c, self.correlation, self.n_out)
+        w = w.index_select(3, self.degree_index) * self.power_norm  # [N, C, nu, K_out]
+        out = (proj * w).sum(2).reshape(n, -1)
+        if not self.out_identity:
+            out = out.index_select(1, self.idx_out)
+        return out
