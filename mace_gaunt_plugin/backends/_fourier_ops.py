@@ -1,0 +1,148 @@
+"""Torch kernels of the 2D Fourier route (Luo et al. 2024): real-SH coefficients to samples
+on the uniform (theta, phi) torus grid and back, with ``torch.fft``.
+
+A pointwise product of samples on the torus grid is a (circular) 2D convolution of the
+Fourier coefficients; the grid sizes from :func:`~mace_gaunt_plugin.so3.minimal_torus`
+make it the exact, zero-padded linear convolution. All tables are buffers (they follow
+``.to()``), every module is TorchScript-able and twice differentiable.
+"""
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import BackendOptionError
+from ..so3 import fourier_coefficients, fourier_projection, minimal_torus
+
+__all__ = ["FourierSynthesis", "FourierAnalysis", "FourierGauntProduct", "torus_shape"]
+
+
+def torus_shape(product_degree: int, lmax_out: int, lmax_factors: int) -> tuple[int, int]:
+    """``(n_theta, n_phi)`` of the smallest torus grid on which products of total degree
+    ``product_degree`` of factors of degree ``<= lmax_factors`` project exactly onto
+    degrees ``<= lmax_out``, with every factor frequency in its own rfft bin."""
+    grid = minimal_torus(product_degree, lmax_out)
+    return grid.n_theta, max(grid.n_phi, 2 * lmax_factors + 1)
+
+
+def _check_grid(lmax: int, n_theta: int, n_phi: int, what: str) -> None:
+    if n_theta < 2 * lmax + 1 or n_phi < 2 * lmax + 1:
+        raise BackendOptionError(
+            f"{what}: a {n_theta} x {n_phi} torus grid cannot hold degree {lmax} "
+            f"(needs n_theta, n_phi >= {2 * lmax + 1}); size it with torus_shape()"
+        )
+
+
+def _components(degrees: Sequence[int]) -> list[int]:
+    return [l * l + m for l in degrees for m in range(2 * l + 1)]
+
+
+class FourierSynthesis(torch.nn.Module):
+    """Real-SH coefficients to samples on the torus grid: the sparse change of basis to the
+    half spectrum ``v >= 0`` (one GEMM), an inverse FFT in theta and an inverse real FFT in
+    phi.
+
+    ``x [..., K]`` (components of ``degrees``, ascending, e3nn order) gives
+    ``[..., n_theta * n_phi]`` (theta-major) or, with ``split=True``, one function per
+    degree, ``[..., len(degrees), n_theta * n_phi]``.
+    """
+
+    lmax: int
+    n_theta: int
+    n_phi: int
+    n_split: int
+    split: bool
+    num_points: int
+
+    def __init__(self, degrees: Sequence[int], n_theta: int, n_phi: int, split: bool = False) -> None:
+        super().__init__()
+        degrees = tuple(degrees)
+        lmax = max(degrees)
+        _check_grid(lmax, n_theta, n_phi, "FourierSynthesis")
+        self.lmax, self.n_theta, self.n_phi = lmax, n_theta, n_phi
+        self.split = bool(split)
+        self.n_split = len(degrees) if split else 1
+        self.num_points = n_theta * n_phi
+        f = fourier_coefficients(lmax)[_components(degrees)]  # [K, u + lmax, v + lmax]
+        spec = np.zeros((f.shape[0], self.n_split, n_theta, lmax + 1), dtype=np.complex128)
+        block = np.repeat(np.arange(len(degrees)), [2 * l + 1 for l in degrees]) if split else np.zeros(f.shape[0], int)
+        for u in range(-lmax, lmax + 1):
+            spec[np.arange(f.shape[0]), block, u % n_theta, :] = f[:, u + lmax, lmax:]
+        table = np.ascontiguousarray(np.stack([spec.real, spec.imag], axis=-1).reshape(f.shape[0], -1))
+        self.register_buffer("to_spectrum", torch.tensor(table, dtype=torch.get_default_dtype()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape[:-1]
+        spec = torch.matmul(x, self.to_spectrum).reshape(shape + (self.n_split, self.n_theta, self.lmax + 1, 2))
+        spec = torch.fft.ifft(torch.view_as_complex(spec), dim=-2, norm="forward")
+        values = torch.fft.irfft(spec, n=self.n_phi, dim=-1, norm="forward")
+        if not self.split:
+            return values.reshape(shape + (self.n_theta * self.n_phi,))
+        return values.reshape(shape + (self.n_split, self.n_theta * self.n_phi))
+
+
+class FourierAnalysis(torch.nn.Module):
+    """Samples ``[..., n_theta * n_phi]`` on the torus grid to the real-SH coefficients
+    ``[..., K]`` of ``int_{S^2} h Y_lm`` for ``degrees`` (ascending, e3nn order): a real
+    FFT in phi (only ``|v| <= lmax`` kept), an FFT in theta, then the half-range
+    projection (one GEMM)."""
+
+    lmax: int
+    n_theta: int
+    n_phi: int
+
+    def __init__(self, degrees: Sequence[int], n_theta: int, n_phi: int) -> None:
+        super().__init__()
+        degrees = tuple(degrees)
+        lmax = max(degrees)
+        _check_grid(lmax, n_theta, n_phi, "FourierAnalysis")
+        self.lmax, self.n_theta, self.n_phi = lmax, n_theta, n_phi
+        umax = n_theta // 2
+        z = fourier_projection(lmax, umax)[_components(degrees)]  # [K, u + umax, v + lmax]
+        weight = np.where(np.arange(lmax + 1) == 0, 1.0, 2.0)  # (u, v) and (-u, -v) pair up
+        proj = np.zeros((n_theta, lmax + 1, z.shape[0]), dtype=np.complex128)
+        for k in range(n_theta):
+            u = k if k <= umax else k - n_theta  # bin k of the theta FFT holds frequency u
+            proj[k] = (z[:, u + umax, lmax:] * weight[None, :]).T
+        # Re(H Z) = Re(H) Re(Z) - Im(H) Im(Z), with H stored as (re, im) pairs
+        table = np.stack([proj.real, -proj.imag], axis=2).reshape(-1, z.shape[0])
+        self.register_buffer("from_spectrum", torch.tensor(np.ascontiguousarray(table), dtype=torch.get_default_dtype()))
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        shape = values.shape[:-1]
+        grid = values.reshape(shape + (self.n_theta, self.n_phi))
+        spec = torch.fft.rfft(grid, dim=-1, norm="forward")[..., : self.lmax + 1]
+        spec = torch.fft.fft(spec, dim=-2, norm="forward")
+        flat = torch.view_as_real(spec).reshape(shape + (self.n_theta * (self.lmax + 1) * 2,))
+        return torch.matmul(flat, self.from_spectrum)
+
+
+class FourierGauntProduct(torch.nn.Module):
+    """The Gaunt product ``z_lm = int_{S^2} f g Y_lm`` of ``f = sum x_lm Y_lm`` (degrees
+    ``<= lmax1``) and ``g = sum y_lm Y_lm`` (degrees ``<= lmax2``), for degrees
+    ``<= lmax3``, as a zero-padded 2D FFT convolution in the Fourier basis.
+
+    Shapes: ``x [..., (lmax1+1)**2]``, ``y [..., (lmax2+1)**2]`` (broadcasting leading
+    dimensions) to ``z [..., (lmax3+1)**2]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> prod = FourierGauntProduct(1, 1, 2)
+    >>> prod(torch.randn(5, 4), torch.randn(5, 4)).shape
+    torch.Size([5, 9])
+    """
+
+    def __init__(self, lmax1: int, lmax2: int, lmax3: int) -> None:
+        super().__init__()
+        for l in (lmax1, lmax2, lmax3):
+            if l < 0:
+                raise BackendOptionError(f"FourierGauntProduct: degrees must be >= 0, got {(lmax1, lmax2, lmax3)}")
+        n_theta, n_phi = torus_shape(lmax1 + lmax2, lmax3, max(lmax1, lmax2))
+        self.synth1 = FourierSynthesis(range(lmax1 + 1), n_theta, n_phi)
+        self.synth2 = FourierSynthesis(range(lmax2 + 1), n_theta, n_phi)
+        self.analysis = FourierAnalysis(range(lmax3 + 1), n_theta, n_phi)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.analysis(self.synth1(x) * self.synth2(y))
