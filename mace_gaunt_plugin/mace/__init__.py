@@ -3,5 +3,6 @@ model's backend, switching between equivalent backends."""
 
 from ._build import backend_of, backend_options_of, build_model
 from ._hook import use_backend
+from ._switch import switch_backend
 
-__all__ = ["backend_of", "backend_options_of", "build_model", "use_backend"]
+__all__ = ["backend_of", "backend_options_of", "build_model", "switch_backend", "use_backend"]
