@@ -356,7 +356,8 @@ def power_projection_rms(degrees_in: Sequence[int], correlation: int, degrees_ou
     ``f`` is a Gaussian field with covariance ``k(t) = sum_l (2l+1)/(4 pi) P_l(t)``; by
     Isserlis ``E[f(p)**nu f(q)**nu]`` is a polynomial ``g_nu`` of ``t = p.q``, and by
     Funk-Hecke ``E[Proj_LM(f**nu)**2] = 2 pi integral_{-1}^{1} g_nu(t) P_L(t) dt``, which
-    Gauss-Legendre quadrature of enough nodes gives exactly.
+    Gauss-Legendre quadrature of enough nodes gives exactly. Degrees that ``f**nu`` cannot
+    reach (selection rules) get exactly 0.
     """
     from numpy.polynomial import legendre
 
@@ -366,9 +367,14 @@ def power_projection_rms(degrees_in: Sequence[int], correlation: int, degrees_ou
     k = sum((2 * l + 1) / (4 * math.pi) * legendre.legval(t, [0] * l + [1]) for l in degrees_in)
     var = sum((2 * l + 1) / (4 * math.pi) for l in degrees_in)
     out = np.zeros((correlation, len(degrees_out)))
+    reach = set(degrees_in)  # degrees f**nu can have; outside them the projection is exactly 0
     for i, nu in enumerate(range(1, correlation + 1)):
+        if nu > 1:
+            reach = {l3 for l1 in reach for l2 in degrees_in for l3 in range(abs(l1 - l2), l1 + l2 + 1) if gaunt_path_allowed(l1, l2, l3)}
         g = _gaussian_power_moment(nu, var, k)
         for j, big_l in enumerate(degrees_out):
+            if big_l not in reach:
+                continue
             out[i, j] = math.sqrt(2 * math.pi * float(np.sum(w * g * legendre.legval(t, [0] * big_l + [1]))))
     return out
 
@@ -444,7 +450,9 @@ class SphereProduct(BackendModule):
         self.engine = engine_factory(self.spec)
         dtype = torch.get_default_dtype()
         rms = power_projection_rms(d_in, self.correlation, d_out)  # [nu, n_out]
-        per_component = torch.from_numpy(1.0 / rms)[:, _degree_index(d_out)]  # [nu, K_out]
+        # A power whose projection vanishes identically (e.g. f**1 onto a degree f lacks) gets 0.
+        inv = np.where(rms > 0, 1.0 / np.where(rms > 0, rms, 1.0), 0.0)
+        per_component = torch.from_numpy(inv)[:, _degree_index(d_out)]  # [nu, K_out]
         self.register_buffer("power_norm", per_component.to(dtype))
         self.register_buffer("degree_index", _degree_index(d_out))
         idx_out = _channels_to_mul_ir(self.irreps_out, d_out)
