@@ -30,7 +30,8 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def test_all_degree_combinations_up_to_6(gaunt_full: dict, float64: torch.dtype, one_thread: None) -> None:
+@pytest.mark.parametrize("half", [False, True])
+def test_all_degree_combinations_up_to_6(half: bool, gaunt_full: dict, float64: torch.dtype, one_thread: None) -> None:
     gen = torch.Generator().manual_seed(0)
     worst = 0.0
     for l1 in range(LMAX + 1):
@@ -39,7 +40,7 @@ def test_all_degree_combinations_up_to_6(gaunt_full: dict, float64: torch.dtype,
             y = torch.randn(2, sh_dim(l2), generator=gen)
             ref_full = torch.einsum("na,nb,abc->nc", x, y, gaunt_full[(l1, l2)])
             for l3 in range(l1 + l2 + 1):
-                z = FourierGauntProduct(l1, l2, l3)(x, y)
+                z = FourierGauntProduct(l1, l2, l3, half=half)(x, y)
                 err = (z - ref_full[:, : sh_dim(l3)]).abs().max().item()
                 assert err < 1e-10, f"L1={l1} L2={l2} L3={l3}: error {err:.2e}"
                 worst = max(worst, err)
@@ -99,6 +100,22 @@ def test_synthesis_split_and_analysis_roundtrip(float64: torch.dtype) -> None:
     torch.testing.assert_close(FourierAnalysis(degrees, n_theta, n_phi)(whole), x, atol=1e-13, rtol=0)
 
 
+def test_half_torus_rows_repeat_the_sphere(float64: torch.dtype) -> None:
+    n_theta, n_phi = torus_shape(5, 3, 3, even_phi=True)
+    x = torch.randn(4, 16)
+    full = FourierSynthesis(range(4), n_theta, n_phi)(x).reshape(4, n_theta, n_phi)
+    half = FourierSynthesis(range(4), n_theta, n_phi, half=True)(x)
+    rows = n_theta // 2 + 1
+    torch.testing.assert_close(half, full[:, :rows].reshape(4, -1), atol=1e-13, rtol=0)
+    # rows theta > pi repeat rows 2 pi - theta, half a turn away in phi
+    mirrored = full[:, rows:].flip(1).roll(-(n_phi // 2), dims=2)
+    torch.testing.assert_close(mirrored, full[:, 1 : n_theta - rows + 1], atol=1e-13, rtol=0)
+    from_half = FourierAnalysis(range(4), n_theta, n_phi, half=True)(half)
+    torch.testing.assert_close(from_half, x, atol=1e-13, rtol=0)
+
+
 def test_too_small_grid_is_refused() -> None:
     with pytest.raises(BackendOptionError, match="torus grid"):
         FourierSynthesis((0, 1, 2, 3), 5, 9)
+    with pytest.raises(BackendOptionError, match="even n_phi"):
+        FourierAnalysis((0, 1), 7, 7, half=True)

@@ -15,15 +15,27 @@ import torch
 from ..errors import BackendOptionError
 from ..so3 import fourier_coefficients, fourier_projection, minimal_torus
 
-__all__ = ["FourierSynthesis", "FourierAnalysis", "FourierGauntProduct", "torus_shape"]
+__all__ = ["FourierSynthesis", "FourierAnalysis", "FourierGauntProduct", "half_rows", "torus_shape"]
 
 
-def torus_shape(product_degree: int, lmax_out: int, lmax_factors: int) -> tuple[int, int]:
+def torus_shape(product_degree: int, lmax_out: int, lmax_factors: int, even_phi: bool = False) -> tuple[int, int]:
     """``(n_theta, n_phi)`` of the smallest torus grid on which products of total degree
     ``product_degree`` of factors of degree ``<= lmax_factors`` project exactly onto
-    degrees ``<= lmax_out``, with every factor frequency in its own rfft bin."""
+    degrees ``<= lmax_out``, with every factor frequency in its own rfft bin
+    (``even_phi``: the smallest even ``n_phi``, which the half-torus storage needs)."""
     grid = minimal_torus(product_degree, lmax_out)
-    return grid.n_theta, max(grid.n_phi, 2 * lmax_factors + 1)
+    n_phi = max(grid.n_phi, 2 * lmax_factors + 1)
+    return grid.n_theta, n_phi + (n_phi % 2 if even_phi else 0)
+
+
+def _check_half(n_phi: int, what: str) -> None:
+    if n_phi % 2:
+        raise BackendOptionError(f"{what}: half-torus storage needs an even n_phi, got {n_phi}; use torus_shape(..., even_phi=True)")
+
+
+def half_rows(n_theta: int) -> int:
+    """Rows ``theta_j = 2 pi j / n_theta <= pi`` of the torus grid: ``n_theta // 2 + 1``."""
+    return n_theta // 2 + 1
 
 
 def _check_grid(lmax: int, n_theta: int, n_phi: int, what: str) -> None:
@@ -44,26 +56,32 @@ class FourierSynthesis(torch.nn.Module):
     phi.
 
     ``x [..., K]`` (components of ``degrees``, ascending, e3nn order) gives
-    ``[..., n_theta * n_phi]`` (theta-major) or, with ``split=True``, one function per
-    degree, ``[..., len(degrees), n_theta * n_phi]``.
+    ``[..., P]`` with ``P = n_theta * n_phi`` (theta-major) or, with ``split=True``, one
+    function per degree, ``[..., len(degrees), P]``. With ``half=True`` only the rows
+    ``theta <= pi`` are kept (``P = half_rows(n_theta) * n_phi``): the others repeat them,
+    since the torus covers the sphere twice (see :class:`FourierAnalysis`).
     """
 
     lmax: int
     n_theta: int
     n_phi: int
+    n_rows: int
     n_split: int
     split: bool
     num_points: int
 
-    def __init__(self, degrees: Sequence[int], n_theta: int, n_phi: int, split: bool = False) -> None:
+    def __init__(self, degrees: Sequence[int], n_theta: int, n_phi: int, split: bool = False, half: bool = False) -> None:
         super().__init__()
         degrees = tuple(degrees)
         lmax = max(degrees)
         _check_grid(lmax, n_theta, n_phi, "FourierSynthesis")
+        if half:
+            _check_half(n_phi, "FourierSynthesis")
         self.lmax, self.n_theta, self.n_phi = lmax, n_theta, n_phi
+        self.n_rows = half_rows(n_theta) if half else n_theta
         self.split = bool(split)
         self.n_split = len(degrees) if split else 1
-        self.num_points = n_theta * n_phi
+        self.num_points = self.n_rows * n_phi
         f = fourier_coefficients(lmax)[_components(degrees)]  # [K, u + lmax, v + lmax]
         spec = np.zeros((f.shape[0], self.n_split, n_theta, lmax + 1), dtype=np.complex128)
         block = np.repeat(np.arange(len(degrees)), [2 * l + 1 for l in degrees]) if split else np.zeros(f.shape[0], int)
@@ -76,28 +94,44 @@ class FourierSynthesis(torch.nn.Module):
         shape = x.shape[:-1]
         spec = torch.matmul(x, self.to_spectrum).reshape(shape + (self.n_split, self.n_theta, self.lmax + 1, 2))
         spec = torch.fft.ifft(torch.view_as_complex(spec), dim=-2, norm="forward")
+        if self.n_rows < self.n_theta:
+            spec = spec[..., : self.n_rows, :]
         values = torch.fft.irfft(spec, n=self.n_phi, dim=-1, norm="forward")
         if not self.split:
-            return values.reshape(shape + (self.n_theta * self.n_phi,))
-        return values.reshape(shape + (self.n_split, self.n_theta * self.n_phi))
+            return values.reshape(shape + (self.num_points,))
+        return values.reshape(shape + (self.n_split, self.num_points))
 
 
 class FourierAnalysis(torch.nn.Module):
-    """Samples ``[..., n_theta * n_phi]`` on the torus grid to the real-SH coefficients
-    ``[..., K]`` of ``int_{S^2} h Y_lm`` for ``degrees`` (ascending, e3nn order): a real
-    FFT in phi (only ``|v| <= lmax`` kept), an FFT in theta, then the half-range
-    projection (one GEMM)."""
+    """Samples on the torus grid to the real-SH coefficients ``[..., K]`` of
+    ``int_{S^2} h Y_lm`` for ``degrees`` (ascending, e3nn order): a real FFT in phi (only
+    ``|v| <= lmax`` kept), an FFT in theta, then the half-range projection (one GEMM).
+
+    Input ``[..., n_theta * n_phi]``, or with ``half=True`` only the rows ``theta <= pi``,
+    ``[..., half_rows(n_theta) * n_phi]``: row ``j > n_theta / 2`` is rebuilt from row
+    ``n_theta - j`` shifted by half a turn in phi (the extension
+    ``h(2 pi - theta, phi) = h(theta, phi + pi)``; needs an even ``n_phi``).
+    """
 
     lmax: int
     n_theta: int
     n_phi: int
+    half: bool
 
-    def __init__(self, degrees: Sequence[int], n_theta: int, n_phi: int) -> None:
+    def __init__(self, degrees: Sequence[int], n_theta: int, n_phi: int, half: bool = False) -> None:
         super().__init__()
         degrees = tuple(degrees)
         lmax = max(degrees)
         _check_grid(lmax, n_theta, n_phi, "FourierAnalysis")
+        if half:
+            _check_half(n_phi, "FourierAnalysis")
         self.lmax, self.n_theta, self.n_phi = lmax, n_theta, n_phi
+        self.half = bool(half)
+        rows = np.arange(n_theta)
+        mirrored = rows > n_theta // 2
+        src_row = np.where(mirrored, n_theta - rows, rows)[:, None]
+        src_col = (np.arange(n_phi)[None, :] + np.where(mirrored, n_phi // 2, 0)[:, None]) % n_phi
+        self.register_buffer("unfold", torch.tensor((src_row * n_phi + src_col).reshape(-1), dtype=torch.long))
         umax = n_theta // 2
         z = fourier_projection(lmax, umax)[_components(degrees)]  # [K, u + umax, v + lmax]
         weight = np.where(np.arange(lmax + 1) == 0, 1.0, 2.0)  # (u, v) and (-u, -v) pair up
@@ -111,6 +145,8 @@ class FourierAnalysis(torch.nn.Module):
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         shape = values.shape[:-1]
+        if self.half:
+            values = values.index_select(-1, self.unfold)
         grid = values.reshape(shape + (self.n_theta, self.n_phi))
         spec = torch.fft.rfft(grid, dim=-1, norm="forward")[..., : self.lmax + 1]
         spec = torch.fft.fft(spec, dim=-2, norm="forward")
@@ -124,7 +160,8 @@ class FourierGauntProduct(torch.nn.Module):
     ``<= lmax3``, as a zero-padded 2D FFT convolution in the Fourier basis.
 
     Shapes: ``x [..., (lmax1+1)**2]``, ``y [..., (lmax2+1)**2]`` (broadcasting leading
-    dimensions) to ``z [..., (lmax3+1)**2]``.
+    dimensions) to ``z [..., (lmax3+1)**2]``. ``half=True`` multiplies on the rows
+    ``theta <= pi`` only (the rest of the torus repeats them); same result.
 
     Examples
     --------
@@ -134,15 +171,15 @@ class FourierGauntProduct(torch.nn.Module):
     torch.Size([5, 9])
     """
 
-    def __init__(self, lmax1: int, lmax2: int, lmax3: int) -> None:
+    def __init__(self, lmax1: int, lmax2: int, lmax3: int, half: bool = False) -> None:
         super().__init__()
         for l in (lmax1, lmax2, lmax3):
             if l < 0:
                 raise BackendOptionError(f"FourierGauntProduct: degrees must be >= 0, got {(lmax1, lmax2, lmax3)}")
-        n_theta, n_phi = torus_shape(lmax1 + lmax2, lmax3, max(lmax1, lmax2))
-        self.synth1 = FourierSynthesis(range(lmax1 + 1), n_theta, n_phi)
-        self.synth2 = FourierSynthesis(range(lmax2 + 1), n_theta, n_phi)
-        self.analysis = FourierAnalysis(range(lmax3 + 1), n_theta, n_phi)
+        n_theta, n_phi = torus_shape(lmax1 + lmax2, lmax3, max(lmax1, lmax2), even_phi=half)
+        self.synth1 = FourierSynthesis(range(lmax1 + 1), n_theta, n_phi, half=half)
+        self.synth2 = FourierSynthesis(range(lmax2 + 1), n_theta, n_phi, half=half)
+        self.analysis = FourierAnalysis(range(lmax3 + 1), n_theta, n_phi, half=half)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.analysis(self.synth1(x) * self.synth2(y))

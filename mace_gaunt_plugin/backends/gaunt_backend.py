@@ -15,7 +15,7 @@ a ``gaunt`` and a ``grid`` model with equal weights compute the same function, a
 
 import torch
 
-from ._fourier_ops import FourierAnalysis, FourierSynthesis, torus_shape
+from ._fourier_ops import FourierAnalysis, FourierSynthesis, half_rows, torus_shape
 from ._sphere_backend import SphereBackend, sphere_options
 from ._sphere_sites import EngineSpec
 
@@ -28,12 +28,15 @@ class FourierEngine(torch.nn.Module):
 
     The "points" are samples on the ``n_theta x n_phi`` uniform torus grid that the FFTs
     use, so a pointwise product there is the zero-padded 2D convolution of the Fourier
-    coefficients. ``n_theta = 2 D + 1`` and ``n_phi = max(D + L_out + 1, 2 L + 1)`` for
-    product degree ``D``, output degree ``L_out`` and largest factor degree ``L``.
+    coefficients. ``n_theta = 2 D + 1`` and ``n_phi`` = the smallest even number
+    ``>= max(D + L_out + 1, 2 L + 1)`` for product degree ``D``, output degree ``L_out``
+    and largest factor degree ``L``. Only the rows ``theta <= pi`` are kept as points (the
+    torus covers the sphere twice; :class:`FourierAnalysis` rebuilds the other rows before
+    its FFT), which halves the pointwise work per edge.
 
     >>> e = FourierEngine(EngineSpec((0, 1), (0, 1, 2), (0, 1), 3))
     >>> e.grid_shape, e.num_points
-    ((7, 5), 35)
+    ((7, 6), 24)
     """
 
     num_points: int
@@ -44,17 +47,17 @@ class FourierEngine(torch.nn.Module):
     def __init__(self, spec: EngineSpec) -> None:
         super().__init__()
         factors = spec.degrees_in + spec.degrees_edge
-        n_theta, n_phi = torus_shape(spec.product_degree, max(spec.degrees_out), max(factors))
+        n_theta, n_phi = torus_shape(spec.product_degree, max(spec.degrees_out), max(factors), even_phi=True)
         self.grid_shape = (n_theta, n_phi)
-        self.num_points = n_theta * n_phi
+        self.num_points = half_rows(n_theta) * n_phi
         self.n_in = len(spec.degrees_in)
         self.n_edge = len(spec.degrees_edge)
-        self.synth_in = FourierSynthesis(spec.degrees_in, n_theta, n_phi)
-        self.synth_in_split = FourierSynthesis(spec.degrees_in, n_theta, n_phi, split=True)
+        self.synth_in = FourierSynthesis(spec.degrees_in, n_theta, n_phi, half=True)
+        self.synth_in_split = FourierSynthesis(spec.degrees_in, n_theta, n_phi, split=True, half=True)
         self.has_edge = self.n_edge > 0
         # the product site has no edge function: a stand-in keeps the module scriptable
-        self.synth_edge = FourierSynthesis(spec.degrees_edge if self.has_edge else (0,), n_theta, n_phi, split=True)
-        self.analysis = FourierAnalysis(spec.degrees_out, n_theta, n_phi)
+        self.synth_edge = FourierSynthesis(spec.degrees_edge if self.has_edge else (0,), n_theta, n_phi, split=True, half=True)
+        self.analysis = FourierAnalysis(spec.degrees_out, n_theta, n_phi, half=True)
 
     def extra_repr(self) -> str:
         return f"torus={self.grid_shape[0]}x{self.grid_shape[1]}"
