@@ -108,14 +108,18 @@ class FourierAnalysis(torch.nn.Module):
     ``|v| <= lmax`` kept), an FFT in theta, then the half-range projection (one GEMM).
 
     Input ``[..., n_theta * n_phi]``, or with ``half=True`` only the rows ``theta <= pi``,
-    ``[..., half_rows(n_theta) * n_phi]``: row ``j > n_theta / 2`` is rebuilt from row
-    ``n_theta - j`` shifted by half a turn in phi (the extension
-    ``h(2 pi - theta, phi) = h(theta, phi + pi)``; needs an even ``n_phi``).
+    ``[..., half_rows(n_theta) * n_phi]``: row ``j > n_theta / 2`` equals row
+    ``n_theta - j`` half a turn away in phi (the extension
+    ``h(2 pi - theta, phi) = h(theta, phi + pi)``), so its phi spectrum is that row's
+    times ``(-1)^v`` (needs an even ``n_phi``); the missing rows are rebuilt that way
+    after the phi FFT, on the small spectrum.
     """
 
     lmax: int
     n_theta: int
     n_phi: int
+    n_rows: int
+    n_mirror: int
     half: bool
 
     def __init__(self, degrees: Sequence[int], n_theta: int, n_phi: int, half: bool = False) -> None:
@@ -127,29 +131,30 @@ class FourierAnalysis(torch.nn.Module):
             _check_half(n_phi, "FourierAnalysis")
         self.lmax, self.n_theta, self.n_phi = lmax, n_theta, n_phi
         self.half = bool(half)
-        rows = np.arange(n_theta)
-        mirrored = rows > n_theta // 2
-        src_row = np.where(mirrored, n_theta - rows, rows)[:, None]
-        src_col = (np.arange(n_phi)[None, :] + np.where(mirrored, n_phi // 2, 0)[:, None]) % n_phi
-        self.register_buffer("unfold", torch.tensor((src_row * n_phi + src_col).reshape(-1), dtype=torch.long))
+        self.n_rows = half_rows(n_theta) if half else n_theta
+        self.n_mirror = n_theta - self.n_rows  # rows n_rows..n_theta-1 mirror rows n_mirror..1
+        sign = (-1.0) ** np.arange(lmax + 1)  # half a turn in phi, per frequency v
+        self.register_buffer("mirror_sign", torch.tensor(sign, dtype=torch.get_default_dtype()))
         umax = n_theta // 2
         z = fourier_projection(lmax, umax)[_components(degrees)]  # [K, u + umax, v + lmax]
         weight = np.where(np.arange(lmax + 1) == 0, 1.0, 2.0)  # (u, v) and (-u, -v) pair up
-        proj = np.zeros((n_theta, lmax + 1, z.shape[0]), dtype=np.complex128)
+        proj = np.zeros((lmax + 1, n_theta, z.shape[0]), dtype=np.complex128)  # v-major, like the spectrum
         for k in range(n_theta):
             u = k if k <= umax else k - n_theta  # bin k of the theta FFT holds frequency u
-            proj[k] = (z[:, u + umax, lmax:] * weight[None, :]).T
+            proj[:, k] = (z[:, u + umax, lmax:] * weight[None, :]).T
         # Re(H Z) = Re(H) Re(Z) - Im(H) Im(Z), with H stored as (re, im) pairs
         table = np.stack([proj.real, -proj.imag], axis=2).reshape(-1, z.shape[0])
         self.register_buffer("from_spectrum", torch.tensor(np.ascontiguousarray(table), dtype=torch.get_default_dtype()))
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         shape = values.shape[:-1]
-        if self.half:
-            values = values.index_select(-1, self.unfold)
-        grid = values.reshape(shape + (self.n_theta, self.n_phi))
-        spec = torch.fft.rfft(grid, dim=-1, norm="forward")[..., : self.lmax + 1]
-        spec = torch.fft.fft(spec, dim=-2, norm="forward")
+        grid = values.reshape(shape + (self.n_rows, self.n_phi))
+        # [..., v, theta]: the theta FFT then runs along contiguous memory
+        spec = torch.fft.rfft(grid, dim=-1, norm="forward")[..., : self.lmax + 1].transpose(-1, -2)
+        if self.n_mirror > 0:
+            mirror = spec[..., 1 : self.n_mirror + 1].flip(-1) * self.mirror_sign[:, None]
+            spec = torch.cat([spec, mirror], dim=-1)
+        spec = torch.fft.fft(spec, dim=-1, norm="forward")
         flat = torch.view_as_real(spec).reshape(shape + (self.n_theta * (self.lmax + 1) * 2,))
         return torch.matmul(flat, self.from_spectrum)
 
