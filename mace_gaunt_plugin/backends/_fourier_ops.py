@@ -52,8 +52,8 @@ def _components(degrees: Sequence[int]) -> list[int]:
 
 class FourierSynthesis(torch.nn.Module):
     """Real-SH coefficients to samples on the torus grid: the sparse change of basis to the
-    half spectrum ``v >= 0`` (one GEMM), an inverse FFT in theta and an inverse real FFT in
-    phi.
+    half spectrum ``v >= 0`` (one dense GEMM with the mostly-zero table, faster than a
+    sparse kernel at these sizes), an inverse FFT in theta and an inverse real FFT in phi.
 
     ``x [..., K]`` (components of ``degrees``, ascending, e3nn order) gives
     ``[..., P]`` with ``P = n_theta * n_phi`` (theta-major) or, with ``split=True``, one
