@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "3bpa"
 RESULTS = REPO / "benchmarks" / "results"
@@ -238,43 +240,20 @@ def default_options(backend: str, epochs: int) -> dict[str, str]:
 # --------------------------------------------------------------------------- report
 
 
-def _stamp() -> dict[str, Any]:
-    try:
-        from _common import stamp  # type: ignore[import-not-found]
-
-        return stamp()
-    except ImportError:
-        import platform
-
-        import torch
-
-        import mace
-
-        return {
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "machine": platform.node(),
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "gpu": None,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "mace": getattr(mace, "__version__", "?"),
-        }
-
-
 def _fmt(value: Optional[float], digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 def render_markdown(result: dict[str, Any]) -> str:
     """The study's Markdown table from its JSON (the committed .md is exactly this)."""
+    from _common import stamp_line
+
     cfg, split, stamp = result["config"], result["split"], result["stamp"]
     head = "| model | budget | epochs | params | s/epoch | " + " | ".join(f"E {t}" for t in TEMPERATURES) + " | " + " | ".join(f"F {t}" for t in TEMPERATURES) + " |"
     lines = [
         "# 3BPA accuracy per TP backend (small budget)",
         "",
-        f"Stamp: {stamp.get('date')}, {stamp.get('machine')} ({stamp.get('cpu')}, {stamp.get('cpu_count')} CPUs, "
-        f"{result['threads']} threads), torch {stamp.get('torch')}, mace {stamp.get('mace')}.",
+        f"Stamp: {stamp_line(stamp)}; {result['threads']} threads per training run.",
         "",
         f"Model: ScaleShiftMACE, {cfg['channels']} channels, hidden L={cfg['max_L']}, max_ell={cfg['max_ell']}, correlation "
         f"{cfg['correlation']}, 2 interactions, r_max {cfg['r_max']} A, float64, batch {cfg['batch_size']}, seed {cfg['seed']}. "
@@ -376,6 +355,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     import mace  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before e3nn loads)
 
+    from _common import machine_stamp
+
     import mace_gaunt_plugin as mgp
 
     cfg = dict(PRESETS[args.preset], seed=args.seed)
@@ -428,7 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "rows": rows,
         "published": PUBLISHED,
         "total_wall_seconds": time.perf_counter() - t0,
-        "stamp": _stamp(),
+        "stamp": machine_stamp(["cpu"]),
     }
     write_outputs(result, args.out or RESULTS / f"accuracy_{args.preset}")
     print(render_markdown(result))
