@@ -363,7 +363,8 @@ def test_refuses_mixed_multiplicity_and_bad_sites() -> None:
 
 @pytest.mark.parametrize("sites", ["conv", "product", "both"])
 def test_sites_option_chooses_where_grid_runs(sites) -> None:
-    model = mgp.build_model("grid", backend_options={"sites": sites}, **small_mace_config())
+    # correlation 2, max_ell 2: the stock symmetric contraction (sites="conv") builds fast
+    model = mgp.build_model("grid", backend_options={"sites": sites}, **small_mace_config(max_ell=2, correlation=2))
     conv_is_grid = type(model.interactions[1].conv_tp).__name__ == "SphereConv"
     prod_is_grid = type(model.products[1].symmetric_contractions).__name__ == "SphereProduct"
     assert conv_is_grid == (sites in ("conv", "both"))
@@ -371,11 +372,21 @@ def test_sites_option_chooses_where_grid_runs(sites) -> None:
     assert mgp.backend_of(model) == "grid"
 
 
-def test_fused_flag_reaches_mace() -> None:
-    fused = mgp.build_model("grid", **small_mace_config())
-    unfused = mgp.build_model("grid", backend_options={"fused": False}, **small_mace_config())
+def test_fused_and_unfused_models_agree(bpa_atoms, float64) -> None:
+    from mace_gaunt_plugin.testing import atoms_to_batch, model_energy_forces
+
+    cfg = small_mace_config()
+    torch.manual_seed(0)
+    fused = mgp.build_model("grid", **cfg)
+    torch.manual_seed(0)
+    unfused = mgp.build_model("grid", backend_options={"fused": False}, **cfg)
     assert all(hasattr(b, "conv_fusion") for b in fused.interactions)
     assert not any(hasattr(b, "conv_fusion") for b in unfused.interactions)
+    batch = atoms_to_batch(bpa_atoms[:1], cfg["atomic_numbers"], cfg["r_max"])
+    e0, f0 = model_energy_forces(fused, batch)
+    e1, f1 = model_energy_forces(unfused, batch)
+    torch.testing.assert_close(e1, e0, rtol=0, atol=1e-10)
+    torch.testing.assert_close(f1, f0, rtol=0, atol=1e-10)
 
 
 # --------------------------------------------------------------------------- the Gaunt family
