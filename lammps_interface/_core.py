@@ -1,0 +1,100 @@
+"""The TorchScript core that LAMMPS runs: a MACE model evaluated on a graph given by
+edge vectors, returning per-atom energies and per-edge forces.
+
+The caller (the ML-IAP wrapper) builds the graph on the local atoms only: every edge
+``e = (sender s, receiver r)`` carries the vector ``v_e = x_r - x_s`` (MACE's
+convention), with ghost atoms replaced by the local atoms they image. The model sees
+``positions = 0`` and ``shifts = v``, so the edge vectors it computes are ``v`` exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+import mace  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before e3nn loads)
+from e3nn.util.jit import compile_mode
+
+__all__ = ["MACEEdgeCore", "script_core"]
+
+
+@compile_mode("script")
+class MACEEdgeCore(torch.nn.Module):
+    """Per-atom energies and per-edge forces of a MACE model on an explicit graph.
+
+    Parameters
+    ----------
+    model
+        A MACE energy model (``mace.modules.MACE`` or ``ScaleShiftMACE``) with any TP
+        backend; its parameters are frozen.
+    head
+        Index of the head to evaluate (multi-head models).
+
+    Forward
+    -------
+    vectors : ``[n_edges, 3]`` edge vectors ``x_receiver - x_sender``.
+    edge_index : ``[2, n_edges]`` int64 ``(sender, receiver)`` node indices.
+    species : ``[n_nodes]`` int64 index of each node's element in ``atomic_numbers``.
+
+    Returns ``(node_energy [n_nodes] float64, edge_forces [n_edges, 3])`` with
+    ``edge_forces = -dE/dv``: the force the edge puts on its receiver (and minus it on
+    its sender), which is what ML-IAP's ``update_pair_forces`` takes for a pair (i, j)
+    with ``r_ij = x_j - x_i = -v``.
+    """
+
+    def __init__(self, model: torch.nn.Module, head: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("atomic_numbers", model.atomic_numbers.clone())
+        self.register_buffer("r_max", model.r_max.clone())
+        self.register_buffer("head", torch.tensor([head], dtype=torch.long))
+        self.num_species = int(model.atomic_numbers.numel())
+
+    def forward(
+        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        n_nodes = species.shape[0]
+        dtype = self.r_max.dtype
+        device = vectors.device
+        shifts = vectors.to(dtype).detach().requires_grad_(True)
+        node_attrs = torch.nn.functional.one_hot(species, num_classes=self.num_species).to(dtype)
+        data: Dict[str, torch.Tensor] = {
+            "positions": torch.zeros((n_nodes, 3), dtype=dtype, device=device),
+            "shifts": shifts,
+            "unit_shifts": torch.zeros_like(shifts),
+            "edge_index": edge_index,
+            "node_attrs": node_attrs,
+            "batch": torch.zeros(n_nodes, dtype=torch.long, device=device),
+            "ptr": torch.tensor([0, n_nodes], dtype=torch.long, device=device),
+            "cell": torch.zeros((3, 3), dtype=dtype, device=device),
+            "head": self.head,
+        }
+        out = self.model(
+            data,
+            training=False,
+            compute_force=False,
+            compute_virials=False,
+            compute_stress=False,
+        )
+        node_energy = out["node_energy"]
+        energy = out["energy"]
+        if node_energy is None or energy is None:
+            raise RuntimeError("the model returned no energies")
+        grads: List[Optional[torch.Tensor]] = torch.autograd.grad(
+            [energy.sum()], [shifts], allow_unused=True
+        )
+        dE_dv = grads[0]
+        if dE_dv is None:  # no edges
+            dE_dv = torch.zeros_like(shifts)
+        return node_energy.detach().to(torch.float64), -dE_dv.detach()
+
+
+def script_core(model: torch.nn.Module, head: int = 0) -> torch.jit.ScriptModule:
+    """TorchScript-compile :class:`MACEEdgeCore` around ``model`` (e3nn's compiler,
+    like ``mace_run_train`` does for ``*_compiled.model``)."""
+    from e3nn.util import jit
+
+    return jit.compile(MACEEdgeCore(model, head=head))
