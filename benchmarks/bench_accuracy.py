@@ -8,8 +8,9 @@ all with the same architecture, data, seed and hyper-parameters, under two budge
 * **equal wall-clock time**: every backend gets the training time the reference backend
   (``--time-reference``, default e3nn) needed for those epochs, i.e.
   ``round(budget / its own seconds per epoch)`` epochs (a run is reused when that equals
-  ``--epochs``). Seconds per epoch are the summed training-step times MACE logs
-  (``results/*_train.txt``), so start-up, validation and model compilation are excluded.
+  ``--epochs``). Seconds per epoch are the mean over epochs of the summed training-step
+  times MACE logs (``results/*_train.txt``), so start-up, validation and model compilation
+  are excluded.
 
 Data: train on ``train_300K.xyz`` (MACE keeps 10% for validation), test on
 ``train_mixedT.xyz`` split by temperature. The xyz comment lines carry no temperature;
@@ -25,7 +26,7 @@ for large models trained to convergence, ours are small-budget numbers.
 
 Usage::
 
-    python benchmarks/bench_accuracy.py                 # the CPU study (about 20-25 min, 2 cores)
+    python benchmarks/bench_accuracy.py                 # the CPU study (about 20-25 min, 1 thread per run)
     python benchmarks/bench_accuracy.py --preset tiny   # a smoke test of the whole pipeline
     python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_cpu.json
 """
@@ -60,9 +61,9 @@ PUBLISHED = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The committed CPU study: ~20-25 minutes on 2 cores for e3nn, grid, gaunt, sparse.
-    "cpu": dict(epochs=6, n_train=200, channels=16, max_L=1, max_ell=2, correlation=3, r_max=4.5, batch_size=5),
+    "cpu": dict(epochs=8, n_train=300, channels=16, max_L=1, max_ell=2, correlation=3, r_max=4.5, batch_size=5),
     # The whole pipeline in about a minute per backend: checks the plumbing, not the models.
-    "tiny": dict(epochs=2, n_train=20, channels=4, max_L=1, max_ell=1, correlation=2, r_max=3.0, batch_size=5),
+    "tiny": dict(epochs=3, n_train=20, channels=4, max_L=1, max_ell=1, correlation=2, r_max=3.0, batch_size=5),
 }
 
 
@@ -213,7 +214,8 @@ def run_one(backend: str, options: dict[str, str], epochs: int, cfg: dict[str, A
         "options": options,
         "epochs": epochs,
         "params": n_params,
-        "s_per_epoch": statistics.median(curve["epoch_seconds"]),
+        "s_per_epoch": sum(curve["epoch_seconds"]) / len(curve["epoch_seconds"]),
+        "s_per_epoch_median": statistics.median(curve["epoch_seconds"]),
         "train_seconds": sum(curve["epoch_seconds"]),
         "run_wall_seconds": wall,
         "curve": curve,
@@ -295,9 +297,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
     rows = result["rows"]
     width = 0.8 / max(1, len(rows))
+    names = list(dict.fromkeys(row["backend"] for row in rows))
+    color = {b: f"C{i}" for i, b in enumerate(names)}
     for k, row in enumerate(rows):
         xs = [i + k * width for i in range(len(TEMPERATURES))]
-        ax0.bar(xs, [row["F"][t] for t in TEMPERATURES], width, label=f"{row['backend']} ({row['budget']})")
+        ax0.bar(xs, [row["F"][t] for t in TEMPERATURES], width, color=color[row["backend"]],
+                hatch="//" if row["budget"] == "equal time" else None, label=f"{row['backend']} ({row['budget']})")
     ax0.set_xticks([i + 0.4 - width / 2 for i in range(len(TEMPERATURES))], TEMPERATURES)
     ax0.set_ylabel("test force RMSE (meV/A)")
     ax0.set_title("3BPA held-out, small budget")
@@ -306,7 +311,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         if row["budget"] != "equal time":
             continue
         t = [sum(row["curve"]["epoch_seconds"][: i + 1]) for i in range(len(row["curve"]["epoch_seconds"]))]
-        ax1.plot(t, row["curve"]["valid_rmse_f"], marker="o", label=row["backend"])
+        ax1.plot(t, row["curve"]["valid_rmse_f"], marker="o", color=color[row["backend"]], label=row["backend"])
     ax1.set_xlabel("training time (s)")
     ax1.set_ylabel("validation force RMSE (meV/A)")
     ax1.set_yscale("log")
@@ -340,7 +345,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--time-reference", default="e3nn", help="backend whose time for --epochs sets the equal-time budget")
     p.add_argument("--tp-option", action="append", default=[], metavar="BACKEND:KEY=VALUE", help="backend option (repeatable)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS) per run")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (OMP_NUM_THREADS) per run; 1 keeps timings stable on a shared machine, where "
+                   "2 threads per process oversubscribe the cores and step times scatter by 10x")
     p.add_argument("--data", type=Path, default=Path(os.environ.get("MACE_GAUNT_3BPA", DEFAULT_DATA)))
     p.add_argument("--work-dir", type=Path, default=RESULTS / "tmp" / "accuracy", help="scratch: splits, runs, logs")
     p.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/accuracy_<preset>)")

@@ -45,9 +45,9 @@ MODES = ("infer", "train")
 PRESETS: dict[str, dict[str, Any]] = {
     "gpu": dict(device="cuda", dtype="float32", warmup=3, repeats=10, base=dict(L=1, channels=128, cells=8),
                 scans=dict(L=[0, 1, 2, 3], channels=[32, 128, 256], cells=[5, 8, 12, 16, 20])),
-    "cpu": dict(device="cpu", dtype="float32", warmup=1, repeats=3, base=dict(L=1, channels=64, cells=3),
+    "cpu": dict(device="cpu", dtype="float32", warmup=1, repeats=3, threads=1, base=dict(L=1, channels=64, cells=3),
                 scans=dict(L=[0, 1, 2, 3], channels=[32, 64, 128], cells=[2, 3, 4, 5])),
-    "tiny": dict(device="cpu", dtype="float32", warmup=1, repeats=2, base=dict(L=1, channels=8, cells=1),
+    "tiny": dict(device="cpu", dtype="float32", warmup=1, repeats=2, threads=1, base=dict(L=1, channels=8, cells=1),
                  scans=dict(L=[0, 1], channels=[4, 8], cells=[1, 2])),
 }  # fmt: skip
 SCAN_KEYS = ("L", "channels", "cells")
@@ -200,8 +200,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but torch.cuda.is_available() is False")
     torch.set_default_dtype(getattr(torch, args.dtype or preset["dtype"]))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or preset.get("threads")
+    if threads:
+        torch.set_num_threads(threads)
     warmup = preset["warmup"] if args.warmup is None else args.warmup
     repeats = preset["repeats"] if args.repeats is None else args.repeats
     base = dict(preset["base"])
@@ -430,6 +431,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.set_yscale("log")
             if scan != "L":
                 ax.set_xscale("log")
+            xs = sorted({c[xkey[scan]] for c in cases})
+            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.minorticks_off()
             ax.set_xlabel(xkey[scan])
             ax.set_ylabel(f"{mode} median (ms)")
             ax.grid(alpha=0.3)
@@ -468,7 +472,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=("float32", "float64"), default=None)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (cpu preset: 1, stable on a shared machine)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first backend error instead of recording it")
     p.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/model_<preset>)")
     p.add_argument("--no-plot", action="store_true")
@@ -478,6 +482,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    import warnings
+
+    # e3nn's code generation repeats these on every model build; they say nothing about the benchmark
+    warnings.filterwarnings("ignore", message="The TorchScript type system doesn't support instance-level annotations")
+    warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected")
     if args.render_only is not None:
         write_outputs(json.loads(args.render_only.read_text()), args.render_only.with_suffix(""), not args.no_plot)
         return
