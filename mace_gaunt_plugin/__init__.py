@@ -29,6 +29,7 @@ _LAZY = {
     "BackendOptionError": ".errors",
     "UnknownBackendError": ".errors",
     "UnsupportedIrrepsError": ".errors",
+    "BackendNotInstalledError": ".errors",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

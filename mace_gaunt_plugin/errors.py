@@ -37,3 +37,7 @@ class UnsupportedIrrepsError(BackendError, ValueError):
 
 class BackendMismatchError(BackendError, ValueError):
     """An operation that would silently change which function a model computes."""
+
+
+class BackendNotInstalledError(BackendError, ImportError):
+    """A saved model needs a TP backend whose package is not installed (the message names it)."""

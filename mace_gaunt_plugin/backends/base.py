@@ -95,6 +95,18 @@ class BackendModule(torch.nn.Module):
         """The backend options this module was built with."""
         return json.loads(self.backend_options)
 
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        # Pickles (saved models, deepcopy) go through a stable function that names the
+        # backend and its package when the class cannot be imported (see _pickling.py).
+        from .._pickling import reduce_backend_module
+
+        return reduce_backend_module(self)
+
+
+# TorchScript reads a module class's annotations as types; ``from __future__ import
+# annotations`` makes them strings, which it rejects for subclasses that declare none.
+BackendModule.__annotations__ = {"backend_name": str, "backend_options": str, "site": str}
+
 
 @dataclass
 class TPBackend:
