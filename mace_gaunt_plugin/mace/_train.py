@@ -1,0 +1,565 @@
+"""``mace_run_train --tp-backend NAME --tp-option KEY=VALUE``: MACE's own training command
+with a plugin TP backend.
+
+How it gets there
+-----------------
+The wheel's start-up hook (``_mace_gaunt_plugin_startup.py``, off with
+``MACE_GAUNT_PLUGIN_DISABLE=1``) calls :func:`install` when ``mace.cli.run_train`` is
+imported; :func:`install` makes :func:`main` that module's ``main``, which is what the
+``mace_run_train`` console script calls. ``python -m mace_gaunt_plugin.train`` calls
+:func:`main` directly and needs no hook.
+
+What :func:`main` does
+----------------------
+1. Parses MACE's own arguments plus ``--tp-backend`` / ``--tp-option`` (``--help`` lists
+   every registered backend and its options).
+2. Checks, before anything is written (exit status 2 and a one-line reason otherwise):
+   the backend exists, takes the options given, accepts the model configuration
+   (``TPBackend.check_model_config``); ``--restart_latest`` checkpoints hold the same
+   backend and options (without ``--tp-backend`` a restart resumes with the checkpoint's
+   backend); no cuEquivariance/OpenEquivariance conversion and no foundation-model
+   fine-tuning with a plugin backend (both rebuild the model from its config, which
+   would silently drop the backend); a ``--foundation_model`` file that is itself a
+   plugin model is refused too.
+3. Without ``--tp-backend``/``--tp-option`` (and no plugin checkpoint to resume), it
+   calls MACE's stock ``run(args)``: training is exactly stock.
+4. Otherwise it runs MACE's ``run(args)`` with these temporary, restored-on-exit
+   substitutions in MACE's namespaces (no ``forward`` is touched):
+
+   - ``mace.cli.run_train.configure_model``: builds the model inside
+     :func:`~mace_gaunt_plugin.use_backend`, logs the backend and its options, and
+     checks the built model really uses that backend;
+   - ``mace.tools.train.train_one_epoch``: calls
+     ``backend.on_epoch_start(model, epoch, steps_per_epoch)`` before every epoch
+     (0-based epoch, also after a restart; ``steps_per_epoch`` = batches per epoch on
+     this rank; ``model`` is the bare model, not the DDP wrapper);
+   - ``mace.tools.CheckpointHandler``: every checkpoint also stores
+     ``{"tp_backend": {"name", "options", "plugin_version"}}`` and loading one with
+     another backend raises;
+   - ``mace.cli.run_train.extract_config_mace_model`` (used for the
+     ``config.yaml`` inside ``NAME_compiled.model``): also reads plugin product modules
+     and records ``tp_backend`` / ``tp_backend_options``;
+   - ``mace.cli.run_train.init_distributed`` / ``DDP`` with ``--distributed --device
+     cpu``: a gloo process group and a CPU DistributedDataParallel (MACE 0.3.16 itself
+     only initialises NCCL/CCL).
+
+5. After ``run`` returns (rank 0): if the backend overrides ``before_save``, every model
+   file ``run`` wrote (``NAME.model``, ``NAME_stagetwo.model`` and their copies in the
+   checkpoints directory) is replaced by ``backend.before_save(model)`` and
+   ``NAME_compiled.model`` / ``NAME_stagetwo_compiled.model`` are compiled again from it
+   (MACE's error tables, printed before, are of the model as trained). A missing
+   ``NAME_compiled.model`` (MACE hides compile errors) is compiled again here so that the
+   reason is logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+from ..errors import BackendError, BackendMismatchError, BackendOptionError
+from ._config import extract_config
+
+__all__ = ["main", "install", "build_parser", "BackendChoice", "CHECKPOINT_KEY"]
+
+#: Key of the backend record in every checkpoint a plugin run writes.
+CHECKPOINT_KEY = "tp_backend"
+STOCK = "e3nn"
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend a run uses: registered name and resolved options (defaults filled in)."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What checkpoints store."""
+        from .. import __version__
+
+        return {"name": self.name, "options": dict(self.options), "plugin_version": __version__}
+
+    def describe(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items())) or "no options"
+        return f"{self.name!r} ({opts})"
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """MACE's formatter (defaults shown) that keeps our backend table's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
+        if action.dest in ("tp_backend", "tp_option"):
+            return action.help  # their help says what "unset" means
+        return super()._get_help_string(action)
+
+
+def _backend_table() -> str:
+    from ..registry import _BROKEN, available_backends, get_backend
+
+    lines = ["Backends and their options (give options as --tp-option KEY=VALUE, repeatable):"]
+    for name in available_backends():
+        backend = get_backend(name)
+        default = " (default)" if name == STOCK else ""
+        lines.append(f"  {name}{default}: {backend.description}")
+        if not backend.options:
+            lines.append("      no options")
+        for opt in backend.options:
+            choices = f" [{', '.join(map(str, opt.choices))}]" if opt.choices is not None else ""
+            lines.append(f"      {opt.name}={opt.default}{choices}: {opt.help}")
+    for name, why in sorted(_BROKEN.items()):
+        lines.append(f"  {name}: installed but failed to load: {why}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser, describe: bool = True) -> None:
+    """Add ``--tp-backend`` and ``--tp-option`` (each also spelled with ``_``) to MACE's
+    parser. ``describe=False`` leaves out the table of backends (which imports every
+    backend), for runs that do not print the help."""
+    from ..registry import available_backends
+
+    parser.formatter_class = _HelpFormatter
+    names = ", ".join(available_backends()) if describe else "see --help"
+    group = parser.add_argument_group(
+        "TP backend (mace-gaunt-plugin)",
+        "How the model's equivariant tensor products are computed; saved with the model.\n"
+        + (_backend_table() if describe else ""),
+    )
+    group.add_argument(
+        "--tp-backend",
+        "--tp_backend",
+        dest="tp_backend",
+        metavar="NAME",
+        default=None,
+        help=f"tensor-product backend, one of: {names}. "
+        f"Unset: '{STOCK}' (stock MACE), or with --restart_latest the backend of the checkpoint",
+    )
+    group.add_argument(
+        "--tp-option",
+        "--tp_option",
+        dest="tp_option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=None,
+        help="an option of the chosen backend (repeatable; see the table above)",
+    )
+
+
+def build_parser(prog: Optional[str] = None, describe: bool = True) -> argparse.ArgumentParser:
+    """MACE's ``mace_run_train`` parser with the plugin's arguments added."""
+    from mace.tools import build_default_arg_parser
+
+    parser = build_default_arg_parser()
+    if prog:
+        parser.prog = prog
+    add_arguments(parser, describe)
+    return parser
+
+
+def _parse_options(items: Optional[Sequence[str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BackendOptionError(f"--tp-option expects KEY=VALUE, got {item!r}")
+        if key in out:
+            raise BackendOptionError(f"--tp-option {key} given twice ({out[key]!r} and {value!r}); give it once")
+        out[key] = value.strip()
+    return out
+
+
+# --------------------------------------------------------------------------- checks before run
+
+
+def _checked_copy(args: argparse.Namespace) -> Optional[argparse.Namespace]:
+    """MACE's own ``check_args`` on a copy: derived paths and hidden irreps. ``None`` when
+    MACE rejects the arguments (its own ``run`` then reports that, as stock)."""
+    from mace import tools
+
+    try:
+        checked, _ = tools.check_args(copy.deepcopy(args))
+    except Exception:  # noqa: BLE001  (MACE's run repeats the check and reports it)
+        return None
+    return checked
+
+
+def _model_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The MACE constructor arguments that the command line fixes before any data is read."""
+    from e3nn import o3
+    from mace import modules
+
+    def irreps(value: Any) -> Any:
+        return o3.Irreps(value) if value else None
+
+    config: dict[str, Any] = {
+        "r_max": getattr(args, "r_max", None),
+        "max_ell": getattr(args, "max_ell", None),
+        "num_interactions": getattr(args, "num_interactions", None),
+        "correlation": getattr(args, "correlation", None),
+        "hidden_irreps": irreps(getattr(args, "hidden_irreps", None)),
+        "edge_irreps": irreps(getattr(args, "edge_irreps", None)),
+        "MLP_irreps": irreps(getattr(args, "MLP_irreps", None)),
+        "use_so3": bool(getattr(args, "use_so3", False)),
+        "use_reduced_cg": bool(getattr(args, "use_reduced_cg", False)),
+        "use_agnostic_product": bool(getattr(args, "use_agnostic_product", False)),
+        "use_edge_irreps_first": bool(getattr(args, "use_edge_irreps_first", False)),
+    }
+    for key, arg in (("interaction_cls", "interaction"), ("interaction_cls_first", "interaction_first")):
+        name = getattr(args, arg, None)
+        if name in modules.interaction_classes:
+            config[key] = modules.interaction_classes[name]
+    return config
+
+
+def _checkpoint_files(directory: str, tag: str) -> list[Path]:
+    pattern = re.compile(rf"^{re.escape(tag)}_epoch-\d+(_swa)?\.pt$")
+    if not os.path.isdir(directory):
+        return []
+    return sorted(Path(directory) / f for f in os.listdir(directory) if pattern.match(f))
+
+
+def _checkpoint_choice(path: Path) -> BackendChoice:
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    record = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+    if record is None:  # written by stock MACE
+        return BackendChoice(STOCK, {})
+    return BackendChoice(str(record["name"]), dict(record.get("options", {})))
+
+
+def _restart_choice(args: argparse.Namespace, checked: Optional[argparse.Namespace]) -> Optional[BackendChoice]:
+    """The backend of the checkpoints ``--restart_latest`` would resume, ``None`` if none."""
+    from mace import tools
+
+    if not getattr(args, "restart_latest", False):
+        return None
+    work_dir = getattr(args, "work_dir", ".")
+    directory = checked.checkpoints_dir if checked is not None else (args.checkpoints_dir or os.path.join(work_dir, "checkpoints"))
+    tag = tools.get_tag(name=args.name, seed=args.seed)
+    files = _checkpoint_files(directory, tag)
+    choices = {path: _checkpoint_choice(path) for path in files}
+    distinct = {(c.name, json.dumps(dict(c.options), sort_keys=True)) for c in choices.values()}
+    if len(distinct) > 1:
+        listed = "; ".join(f"{p.name}: {c.describe()}" for p, c in choices.items())
+        raise BackendMismatchError(
+            f"--restart_latest: the checkpoints of {tag!r} in {directory} hold different TP backends ({listed}). "
+            "Remove the ones you do not want to resume from."
+        )
+    return next(iter(choices.values())) if choices else None
+
+
+def _load_model_file(path: str) -> Any:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _check_foundation(args: argparse.Namespace, name: str) -> None:
+    """Fine-tuning rebuilds the model from the foundation model's config: refuse it with a
+    plugin backend, and refuse a foundation model file that is a plugin model."""
+    from ._build import backend_of
+
+    foundation = getattr(args, "foundation_model", None)
+    if foundation is None:
+        return
+    if name != STOCK:
+        raise BackendMismatchError(
+            f"--foundation_model with TP backend {name!r} is not supported: MACE fine-tuning rebuilds the model "
+            "from the foundation model's config and copies e3nn weights into it, which would silently give a stock "
+            "model. Fine-tune with the 'e3nn' backend, or train the plugin model from scratch."
+        )
+    if os.path.isfile(foundation):
+        found = backend_of(_load_model_file(foundation))
+        if found != STOCK:
+            raise BackendMismatchError(
+                f"--foundation_model {foundation} is a model with TP backend {found!r}: MACE fine-tuning rebuilds the "
+                "model from its config and would silently drop that backend. Train with "
+                f"--tp-backend {found} from scratch instead."
+            )
+
+
+def preflight(args: argparse.Namespace) -> Optional[BackendChoice]:
+    """Check the plugin arguments against everything else; nothing is written.
+
+    Returns
+    -------
+    BackendChoice or None
+        The backend to train with, or ``None`` for a stock MACE run (no plugin
+        arguments and nothing to resume with a plugin backend).
+
+    Raises
+    ------
+    BackendError
+        With a message that says what to change.
+    """
+    from .. import registry
+
+    given = _parse_options(args.tp_option)
+    checked = _checked_copy(args)
+    resumed = _restart_choice(args, checked)
+
+    if args.tp_backend is not None:
+        name = args.tp_backend
+    elif resumed is not None:
+        name = resumed.name
+    else:
+        name = STOCK
+    explicit = bool(given) or args.tp_backend is not None
+    if not explicit and name == STOCK:
+        _check_foundation(args, STOCK)
+        return None  # stock MACE: no backend is loaded, nothing is substituted
+    backend = registry.get_backend(name)
+    if given or args.tp_backend is not None or resumed is None:
+        try:
+            options = backend.resolve_options(given)
+        except BackendOptionError as exc:
+            if args.tp_backend is not None:
+                raise
+            raise BackendOptionError(f"{exc}; choose the backend with --tp-backend NAME") from None
+    else:
+        options = dict(resumed.options)
+    choice = BackendChoice(name, options)
+
+    if resumed is not None and (resumed.name, dict(resumed.options)) != (choice.name, dict(choice.options)):
+        raise BackendMismatchError(
+            f"--restart_latest: the checkpoints of this run were trained with TP backend {resumed.describe()}, "
+            f"but this command asks for {choice.describe()}. Leave out --tp-backend/--tp-option to resume with "
+            "the checkpoint's backend, or start a new run (another --name or --checkpoints_dir)."
+        )
+
+    plugin = choice.name != STOCK
+    if plugin and (getattr(args, "enable_cueq", False) or getattr(args, "only_cueq", False) or getattr(args, "enable_oeq", False)):
+        raise BackendMismatchError(
+            f"TP backend {choice.name!r} cannot be combined with --enable_cueq/--only_cueq/--enable_oeq: MACE "
+            "converts the model by rebuilding it from its config, which would drop the plugin backend. "
+            "Use one or the other (cuEquivariance/OpenEquivariance apply to the 'e3nn' backend)."
+        )
+    _check_foundation(args, choice.name)
+    if plugin and checked is not None:
+        backend.check_model_config(choice.options, _model_config(checked))
+
+    return choice
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _configure_model_with(choice: BackendChoice, stock: Callable) -> Callable:
+    from .. import __version__
+    from ._build import backend_of, backend_options_of
+    from ._hook import use_backend
+
+    def configure_model(args: Any, *rest: Any, **kwargs: Any) -> Any:
+        logging.info(f"TP backend: {choice.describe()} (mace-gaunt-plugin {__version__})")
+        with use_backend(choice.name, **dict(choice.options)):
+            model, output_args = stock(args, *rest, **kwargs)
+        found = backend_of(model)
+        if choice.name != STOCK and (found != choice.name or backend_options_of(model) != dict(choice.options)):
+            raise BackendMismatchError(
+                f"--tp-backend {choice.name}: the {type(model).__name__} built by MACE uses {found!r} "
+                f"with options {backend_options_of(model)}; this model type does not build its tensor "
+                "products through the sites the plugin replaces. Use another --model or the 'e3nn' backend."
+            )
+        n_plugin = sum(1 for m in model.modules() if hasattr(m, "backend_name"))
+        logging.info(f"TP backend {choice.name!r}: {n_plugin} plugin modules in the model")
+        return model, output_args
+
+    return configure_model
+
+
+def _train_one_epoch_with(backend: Any, stock: Callable) -> Callable:
+    import inspect
+
+    signature = inspect.signature(stock)
+
+    def train_one_epoch(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        model = bound.arguments["model"]
+        backend.on_epoch_start(model, int(bound.arguments["epoch"]), len(bound.arguments["data_loader"]))
+        return stock(*args, **kwargs)
+
+    return train_one_epoch
+
+
+def _checkpoint_handler_with(choice: BackendChoice, stock_handler: type) -> type:
+    from mace.tools.checkpoint import CheckpointBuilder
+
+    record = choice.record()
+
+    class BackendCheckpointBuilder(CheckpointBuilder):
+        """MACE's checkpoint plus the backend record; refuses another backend's checkpoint."""
+
+        @staticmethod
+        def create_checkpoint(state: Any) -> dict:
+            checkpoint = CheckpointBuilder.create_checkpoint(state)
+            checkpoint[CHECKPOINT_KEY] = dict(record)
+            return checkpoint
+
+        @staticmethod
+        def load_checkpoint(state: Any, checkpoint: dict, strict: bool) -> None:
+            held = checkpoint.get(CHECKPOINT_KEY) or {"name": STOCK, "options": {}}
+            if (held["name"], dict(held.get("options", {}))) != (record["name"], record["options"]):
+                raise BackendMismatchError(
+                    f"checkpoint holds TP backend {held['name']!r} {held.get('options', {})}, "
+                    f"the model was built with {record['name']!r} {record['options']}"
+                )
+            CheckpointBuilder.load_checkpoint(state, checkpoint, strict)
+
+    class BackendCheckpointHandler(stock_handler):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.builder = BackendCheckpointBuilder()
+
+    return BackendCheckpointHandler
+
+
+def _cpu_distributed(stock_init: Callable) -> Callable:
+    import torch.distributed
+
+    def init_distributed(args: Any) -> Any:
+        rank, local_rank, world_size = stock_init(args)
+        if args.distributed and args.device == "cpu" and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend="gloo", init_method="env://", rank=rank, world_size=world_size)
+        return rank, local_rank, world_size
+
+    return init_distributed
+
+
+def _cpu_ddp(stock_ddp: type) -> Callable:
+    def ddp(module: Any, device_ids: Any = None, **kwargs: Any) -> Any:
+        on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+        return stock_ddp(module, device_ids=None if on_cpu else device_ids, **kwargs)
+
+    return ddp
+
+
+@contextlib.contextmanager
+def _substituted(target: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(target, name)
+    setattr(target, name, value)
+    try:
+        yield
+    finally:
+        setattr(target, name, old)
+
+
+def _saved_model_paths(args: Any) -> list[tuple[Path, Optional[Path]]]:
+    """(pickled model, its compiled twin or None) for every model file ``run`` writes."""
+    from mace import tools
+
+    tag = tools.get_tag(name=args.name, seed=args.seed)
+    model_dir = Path(args.model_dir)
+    ckpt_dir = Path(args.checkpoints_dir)
+    return [
+        (model_dir / f"{args.name}.model", model_dir / f"{args.name}_compiled.model"),
+        (model_dir / f"{args.name}_stagetwo.model", model_dir / f"{args.name}_stagetwo_compiled.model"),
+        (ckpt_dir / f"{tag}.model", None),
+        (ckpt_dir / f"{tag}_stagetwo.model", None),
+    ]
+
+
+def _compile(model: Any, path: Path, extra_files: Mapping[str, Any]) -> None:
+    import torch
+    from e3nn.util import jit
+
+    compiled = jit.compile(copy.deepcopy(model))
+    torch.jit.save(compiled, str(path), _extra_files=dict(extra_files))
+
+
+def _finish_saved_models(args: Any, backend: Any) -> None:
+    """Apply ``backend.before_save`` to the files ``run`` wrote; make sure the compiled
+    model exists (MACE hides compile errors) and log why if it cannot be made."""
+    import torch
+
+    from ..backends.base import TPBackend
+    from mace.tools.scripts_utils import convert_to_json_format
+
+    rewrite = type(backend).before_save is not TPBackend.before_save
+    for model_path, compiled_path in _saved_model_paths(args):
+        if not model_path.is_file():
+            continue
+        model = None
+        if rewrite:
+            model = backend.before_save(torch.load(model_path, weights_only=False))
+            torch.save(model, model_path)
+            logging.info(f"TP backend {backend.name!r}: before_save applied to {model_path}")
+        if compiled_path is None or (compiled_path.is_file() and not rewrite):
+            continue
+        if model is None:
+            model = torch.load(model_path, weights_only=False)
+        extra = {"commit.txt": b"", "config.yaml": json.dumps(convert_to_json_format(extract_config(model)))}
+        try:
+            _compile(model, compiled_path, extra)
+            logging.info(f"Compiled model saved to {compiled_path}")
+        except Exception as exc:  # noqa: BLE001  (reported, the pickled model stays usable)
+            logging.error(f"Could not compile {model_path} to TorchScript ({type(exc).__name__}: {exc}); {compiled_path} is missing")
+
+
+def run(args: argparse.Namespace, choice: BackendChoice) -> None:
+    """MACE's ``run(args)`` with the backend ``choice`` (see the module docstring)."""
+    import importlib
+
+    import mace.cli.run_train as run_train
+    from mace import tools
+
+    from .. import registry
+
+    backend = registry.get_backend(choice.name)
+    train_module = importlib.import_module("mace.tools.train")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_substituted(run_train, "configure_model", _configure_model_with(choice, run_train.configure_model)))
+        stack.enter_context(_substituted(train_module, "train_one_epoch", _train_one_epoch_with(backend, train_module.train_one_epoch)))
+        stack.enter_context(_substituted(tools, "CheckpointHandler", _checkpoint_handler_with(choice, tools.CheckpointHandler)))
+        stack.enter_context(_substituted(run_train, "extract_config_mace_model", extract_config))
+        if args.distributed and args.device == "cpu":
+            stack.enter_context(_substituted(run_train, "init_distributed", _cpu_distributed(run_train.init_distributed)))
+            stack.enter_context(_substituted(run_train, "DDP", _cpu_ddp(run_train.DDP)))
+        run_train.run(args)
+    if not args.distributed or int(os.environ.get("RANK", "0")) == 0:
+        _finish_saved_models(args, backend)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> None:
+    """``mace_run_train`` with ``--tp-backend``: parse, check, train (see module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(prog, describe=any(a in ("-h", "--help") for a in argv))
+    args = parser.parse_args(argv)
+    try:
+        choice = preflight(args)
+    except BackendError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    del args.tp_backend, args.tp_option
+    if choice is None:
+        import mace.cli.run_train as run_train
+
+        run_train.run(args)
+        return
+    run(args, choice)
+
+
+main._mace_gaunt_plugin = True  # type: ignore[attr-defined]
+
+
+def install(module: Any) -> None:
+    """Make :func:`main` the ``main`` of ``mace.cli.run_train`` (called by the start-up hook;
+    idempotent)."""
+    if getattr(getattr(module, "main", None), "_mace_gaunt_plugin", False):
+        return
+    module.main = main
