@@ -45,7 +45,8 @@ class SphereBackend(TPBackend):
 
     engine_factory: Optional[Callable[[EngineSpec], torch.nn.Module]] = None
 
-    def _factory(self) -> Callable[[EngineSpec], torch.nn.Module]:
+    def engine_for(self, options: Mapping[str, Any]) -> Callable[[EngineSpec], torch.nn.Module]:
+        """The engine factory for these options (override to pass engine options on)."""
         if self.engine_factory is None:
             raise TypeError(f"SphereBackend {self.name!r} has no engine_factory")
         return self.engine_factory
@@ -74,7 +75,7 @@ class SphereBackend(TPBackend):
     ) -> Optional[torch.nn.Module]:
         if not _uses(options, "conv"):
             return None
-        return SphereConv(irreps_node, irreps_edge, irreps_out, self._factory(), self.name, options)
+        return SphereConv(irreps_node, irreps_edge, irreps_out, self.engine_for(options), self.name, options)
 
     def build_product(
         self,
@@ -86,7 +87,7 @@ class SphereBackend(TPBackend):
     ) -> Optional[torch.nn.Module]:
         if not _uses(options, "product"):
             return None
-        return SphereProduct(irreps_in, irreps_out, correlation, num_elements, self._factory(), self.name, options)
+        return SphereProduct(irreps_in, irreps_out, correlation, num_elements, self.engine_for(options), self.name, options)
 
     def check_model_config(self, options: Mapping[str, Any], config: Mapping[str, Any]) -> None:
         if config.get("use_so3", False):

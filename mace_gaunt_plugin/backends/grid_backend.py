@@ -1,9 +1,12 @@
 """The ``grid`` backend: Gaunt tensor products on an exact spherical quadrature grid.
 
-Functions on the sphere are sampled on the smallest Gauss-Legendre x uniform-phi grid
-(:func:`mace_gaunt_plugin.so3.minimal_grid`) that integrates the site's products exactly;
-evaluation and projection are GEMMs with precomputed matrices (quadrature weights folded
-into the projection). Site modules, weights and normalisation are the Gaunt family's
+Functions on the sphere are sampled on the exact quadrature rule with the fewest points
+for the site's products (:func:`mace_gaunt_plugin.so3.smallest_exact_grid`): a Lebedev
+rule up to degree 13 (e.g. 38 points for the hidden-L=3 conv, degree 9, where the
+Gauss-Legendre x uniform grid needs 50), a Gauss-Legendre x uniform-phi grid
+(:func:`mace_gaunt_plugin.so3.minimal_grid`) beyond. Both are exact, so the rule changes
+rounding only. Evaluation and projection are GEMMs with precomputed matrices (quadrature
+weights folded into the projection). Site modules, weights and normalisation are the Gaunt family's
 (:mod:`._sphere_sites`): a ``grid`` and a ``gaunt`` model with equal weights compute the
 same function.
 """
@@ -11,11 +14,11 @@ same function.
 import numpy as np
 import torch
 
-from ..so3 import minimal_grid
+from ..so3 import lebedev_grid, minimal_grid, smallest_exact_grid
 from ._sphere_backend import SphereBackend, sphere_options
 from ._sphere_sites import EngineSpec
 
-__all__ = ["GridEngine", "GRID_BACKEND"]
+__all__ = ["GridEngine", "GRID_BACKEND", "RULES"]
 
 
 def _columns(degrees: tuple[int, ...]) -> list[int]:
@@ -35,11 +38,19 @@ def _split(y: np.ndarray, degrees: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+RULES = ("auto", "gauss-legendre", "lebedev")
+
+
 class GridEngine(torch.nn.Module):
-    """Sphere engine on a Gauss-Legendre x uniform-phi grid (see :mod:`._sphere_sites`).
+    """Sphere engine on an exact quadrature rule (see :mod:`._sphere_sites`).
+
+    ``rule``: ``"auto"`` (fewest points), ``"gauss-legendre"`` (Gauss-Legendre x uniform
+    phi) or ``"lebedev"`` (up to degree 13).
 
     >>> e = GridEngine(EngineSpec((0, 1), (0, 1, 2), (0, 1), 3))
-    >>> e.num_points  # exact for degree 3 + 1 = 4: a 3 x 5 grid
+    >>> e.num_points  # exact for degree 3 + 1 = 4: Lebedev's 14 points (Gauss-Legendre: 3 x 5)
+    14
+    >>> GridEngine(EngineSpec((0, 1), (0, 1, 2), (0, 1), 3), rule="gauss-legendre").num_points
     15
     """
 
@@ -47,14 +58,21 @@ class GridEngine(torch.nn.Module):
     n_in: int
     n_edge: int
 
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: EngineSpec, rule: str = "auto") -> None:
         super().__init__()
-        grid = minimal_grid(spec.quadrature_degree)
+        if rule == "auto":
+            grid = smallest_exact_grid(spec.quadrature_degree)
+        elif rule == "gauss-legendre":
+            grid = minimal_grid(spec.quadrature_degree)
+        elif rule == "lebedev":
+            grid = lebedev_grid(spec.quadrature_degree)
+        else:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         lmax = max(spec.degrees_in + spec.degrees_edge + spec.degrees_out)
         y = grid.sh(lmax, "integral")  # [P, (lmax+1)**2], float64
         dtype = torch.get_default_dtype()
         self.num_points = grid.size
-        self.grid_shape = (grid.n_theta, grid.n_phi)
+        self.rule = f"{type(grid).__name__}(degree {grid.exact_degree}, {grid.size} points)"
         self.n_in = len(spec.degrees_in)
         self.n_edge = len(spec.degrees_edge)
         as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dtype)  # noqa: E731
@@ -64,7 +82,7 @@ class GridEngine(torch.nn.Module):
         self.register_buffer("project", as_t(grid.weights[:, None] * y[:, _columns(spec.degrees_out)]))  # [P, K_out]
 
     def extra_repr(self) -> str:
-        return f"grid={self.grid_shape[0]}x{self.grid_shape[1]}"
+        return self.rule
 
     def to_points(self, x: torch.Tensor) -> torch.Tensor:
         return torch.matmul(x, self.eval_in)
@@ -81,7 +99,7 @@ class GridEngine(torch.nn.Module):
 
 GRID_BACKEND = SphereBackend(
     name="grid",
-    description="Gaunt tensor products on an exact Gauss-Legendre x uniform sphere grid (conv and many-body product)",
+    description="Gaunt tensor products on an exact sphere quadrature (Lebedev or Gauss-Legendre x uniform; conv and many-body product)",
     options=sphere_options(),
     function_family="gaunt",
     engine_factory=GridEngine,
