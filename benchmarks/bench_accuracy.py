@@ -126,7 +126,11 @@ def prepare_data(data: Path, work: Path, n_train: Optional[int], seed: int) -> d
 
 
 def train_command(backend: str, options: dict[str, str], epochs: int, cfg: dict[str, Any], run_dir: Path, train_file: Path, e0s: dict[int, float]) -> list[str]:
-    """The ``python -m mace_gaunt_plugin.train`` command line of one run (named after ``run_dir``)."""
+    """The ``python -m mace_gaunt_plugin.train`` command line of one run (named after ``run_dir``).
+
+    ``--save_all_checkpoints`` makes the saved model the last epoch's for every backend
+    (stock MACE saves the best validation epoch): the budget is the same for all, and a
+    ``sparse`` model is saved frozen and compact."""
     cmd = [sys.executable, "-m", "mace_gaunt_plugin.train",
            "--name", run_dir.name, "--work_dir", str(run_dir), "--train_file", str(train_file),
            "--valid_fraction", "0.1", "--energy_key", "energy", "--forces_key", "forces", "--E0s", repr(e0s),
@@ -136,7 +140,7 @@ def train_command(backend: str, options: dict[str, str], epochs: int, cfg: dict[
            "--max_num_epochs", str(epochs), "--patience", str(10**6), "--lr", "0.01",
            "--energy_weight", "1", "--forces_weight", "100", "--ema", "--ema_decay", "0.99",
            "--scheduler_patience", "5", "--default_dtype", "float64", "--device", "cpu", "--seed", str(cfg["seed"]),
-           "--tp-backend", backend]  # fmt: skip
+           "--save_all_checkpoints", "--tp-backend", backend]  # fmt: skip
     for key, value in sorted(options.items()):
         cmd += ["--tp-option", f"{key}={value}"]
     return cmd
