@@ -286,8 +286,14 @@ class SparseBackend(TPBackend):
                 log.warning("sparse TP: epoch %d belongs to phase %d but the model is in phase %d; going back", epoch, target, before)
             if conv.set_phase(target):
                 changed.append(target)
-        if changed:
-            log.info("sparse TP: epoch %d, phase %d; paths used now: %s", epoch, max(changed), _format(kept_paths(model)))
+        if not changed:
+            return
+        phase = max(changed)
+        if phase == 1:
+            sizes = ", ".join(f"{c.n_keep} of {c.n_paths}" for c in convs)
+            log.info("sparse TP: epoch %d, phase 1; random path subsets every training step (%s paths per layer)", epoch, sizes)
+        else:
+            log.info("sparse TP: epoch %d, phase %d; paths used now: %s", epoch, phase, _format(kept_paths(model)))
 
     def before_save(self, model: torch.nn.Module) -> torch.nn.Module:
         """The compact form of a model in phase 3; other models unchanged (with a warning)."""
