@@ -72,7 +72,9 @@ def sparse_options(s: float, epochs: int) -> dict[str, str]:
 def train_and_evaluate(label: str, backend: str, options: dict[str, str], cfg: dict[str, Any], work: Path, e0s: dict, threads: int) -> dict[str, Any]:
     """One ``mace_run_train`` run and its test errors, parameters and kept paths."""
     run_dir = work / label
-    cmd = ba.train_command(backend, options, cfg["epochs"], cfg, run_dir, work / "train.xyz", e0s) + ["--save_all_checkpoints"]
+    cmd = ba.train_command(backend, options, cfg["epochs"], cfg, run_dir, work / "train.xyz", e0s)
+    if "--save_all_checkpoints" not in cmd:  # the saved model must be the last (frozen, compact) epoch's
+        cmd.append("--save_all_checkpoints")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"[sparse] {label}: training {cfg['epochs']} epochs ...", flush=True)
     start = time.perf_counter()
