@@ -21,7 +21,7 @@ from e3nn.util import jit
 import mace_gaunt_plugin as mgp
 from mace_gaunt_plugin.backends import sparse_backend as sb
 from mace_gaunt_plugin.backends._sparse_cg import CompactCGConv, SparseCGConv, n_kept, subset_keys
-from mace_gaunt_plugin.errors import BackendError, BackendOptionError
+from mace_gaunt_plugin.errors import BackendError, BackendOptionError, UnsupportedIrrepsError
 from mace_gaunt_plugin.testing import atoms_to_batch, model_energy_forces, random_orthogonal, small_mace_config
 
 CFG = dict(hidden_irreps="4x0e + 4x1o", max_ell=2, correlation=2)
@@ -130,6 +130,9 @@ def test_options_are_checked() -> None:
         with pytest.raises(BackendOptionError):
             backend.resolve_options(bad)
     assert [n_kept(10, s) for s in (0.0, 0.3, 0.5, 0.7)] == [10, 7, 5, 3]
+    irreps = o3.Irreps("2x0e + 2x1o")
+    with pytest.raises(UnsupportedIrrepsError, match="no per-edge weights"):
+        SparseCGConv(irreps, o3.Irreps("0e"), irreps, [(0, 0, 0, "uvu", False), (1, 0, 1, "uvu", True)], backend.resolve_options({}))
     assert [sb.phase_of_epoch(e, 2, 1) for e in range(5)] == [1, 1, 2, 3, 3]
 
 

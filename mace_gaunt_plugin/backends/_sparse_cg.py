@@ -19,6 +19,7 @@ import torch
 from e3nn import o3
 from e3nn.util.jit import compile_mode
 
+from ..errors import UnsupportedIrrepsError
 from .base import BackendModule
 
 __all__ = ["SparseCGConv", "CompactCGConv", "n_kept", "subset_keys", "subset_tensor_product"]
@@ -145,6 +146,13 @@ class SparseCGConv(BackendModule):
         options: Mapping[str, Any],
     ) -> None:
         super().__init__("sparse", "conv", options)
+        unweighted = [tuple(ins) for ins in instructions if len(ins) > 4 and not ins[4]]
+        if unweighted:
+            raise UnsupportedIrrepsError(
+                "sparse", f"{irreps_in1} x {irreps_in2}",
+                f"the conv instructions {unweighted} have no per-edge weights, which is where the path gates act",
+                "The 'sparse' backend gates MACE's conv, whose instructions are all weighted ('uvu', True).",
+            )  # fmt: skip
         # No random numbers drawn here: the radial MLP built next by MACE gets the same
         # initial weights as with the stock tensor product.
         self.tp = o3.TensorProduct(irreps_in1, irreps_in2, irreps_out, list(instructions), shared_weights=False, internal_weights=False)
