@@ -44,7 +44,7 @@ MODES = ("infer", "train")
 #: base case, and the values each scan varies (the base case is shared by all scans).
 PRESETS: dict[str, dict[str, Any]] = {
     # ~3-4 min on an H200; add --cells 5,8,12,16,20 for 32,000 atoms (e3nn's train step runs out of memory there)
-    "gpu": dict(device="cuda", dtype="float32", warmup=2, repeats=7, base=dict(L=1, channels=128, cells=8),
+    "gpu": dict(device="cuda", dtype="float32", warmup=2, repeats=7, max_minutes=6, base=dict(L=1, channels=128, cells=8),
                 scans=dict(L=[0, 1, 2, 3], channels=[32, 128, 256], cells=[5, 8, 12, 16])),
     "cpu": dict(device="cpu", dtype="float32", warmup=1, repeats=3, threads=1, base=dict(L=1, channels=64, cells=3),
                 scans=dict(L=[0, 1, 2, 3], channels=[32, 64, 128], cells=[2, 3, 4, 5])),
@@ -188,11 +188,13 @@ def measure(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> di
 # --------------------------------------------------------------------------- run
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, on_case: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+    """Run the study; ``on_case(partial_result)`` after every case (so a killed run leaves
+    its finished cases on disk)."""
     import torch
 
     import mace  # noqa: F401  (before e3nn)
-    from _common import machine_stamp, parse_backend_specs
+    from _common import parse_backend_specs
 
     import mace_gaunt_plugin as mgp
 
@@ -236,7 +238,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     oom_at: dict[tuple[str, str], int] = {}  # (backend, mode) -> smallest atom count that ran out of memory
     rows = []
     k = 0
-    for case in cases:
+    limit_s = 60.0 * (args.max_minutes if args.max_minutes is not None else preset.get("max_minutes", 1e9))
+    truncated = None
+    for i_case, case in enumerate(cases):
+        if time.perf_counter() - t_start > limit_s:
+            truncated = f"stopped after {i_case} of {len(cases)} cases: time limit of {limit_s / 60:.0f} min (--max-minutes)"
+            print(f"[model] {truncated}", flush=True)
+            break
         batch = copper_batch(case["cells"], device)
         n_atoms, n_edges = int(batch["positions"].shape[0]), int(batch["edge_index"].shape[1])
         case_row = dict(case, atoms=n_atoms, edges=n_edges, results={})
@@ -284,6 +292,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         del e3nn_model, batch
         free(device)
         rows.append(case_row)
+        if on_case is not None:
+            on_case(result_dict(args, device, warmup, repeats, base, scans, only, labels, skipped, rows, t_start, None))
+    return result_dict(args, device, warmup, repeats, base, scans, only, labels, skipped, rows, t_start, truncated)
+
+
+def result_dict(args: argparse.Namespace, device: str, warmup: int, repeats: int, base: dict[str, int], scans: dict[str, list[int]],
+                only: Sequence[str], labels: list[str], skipped: dict[str, str], rows: list[dict[str, Any]], t_start: float,
+                truncated: Optional[str]) -> dict[str, Any]:
+    """The study's JSON payload."""
+    import torch
+
+    from _common import machine_stamp
+
     return {
         "study": "model",
         "preset": args.preset,
@@ -300,6 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": skipped,
         "cases": rows,
         "wall_seconds": time.perf_counter() - t_start,
+        "truncated": truncated,
         "stamp": machine_stamp([device]),
     }
 
@@ -368,6 +390,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     if result.get("skipped"):
         lines += ["Skipped: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items()), ""]
+    if result.get("truncated"):
+        lines += [f"**Incomplete run**: {result['truncated']}.", ""]
     titles = {"L": "hidden L", "channels": "channels", "cells": "system size"}
     for scan in result["scan_order"]:
         cases = [c for c in result["cases"] if scan in c["scans"]]
@@ -447,14 +471,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(result: dict[str, Any], stem: Path, with_plot: bool = True) -> None:
+def write_outputs(result: dict[str, Any], stem: Path, with_plot: bool = True, quiet: bool = False) -> None:
     """``stem``.json, .md (rendered from the written JSON) and .png."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
     stem.with_suffix(".md").write_text(render_markdown(json.loads(stem.with_suffix(".json").read_text())))
     if with_plot:
         plot(result, stem.with_suffix(".png"))
-    print(f"[model] wrote {stem}.json/.md" + ("/.png" if with_plot else ""), flush=True)
+    if not quiet:
+        print(f"[model] wrote {stem}.json/.md" + ("/.png" if with_plot else ""), flush=True)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -474,6 +499,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (cpu preset: 1, stable on a shared machine)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="start no new case after this many minutes (gpu preset: 6); what ran is written")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first backend error instead of recording it")
     p.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/model_<preset>)")
     p.add_argument("--no-plot", action="store_true")
@@ -491,8 +518,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.render_only is not None:
         write_outputs(json.loads(args.render_only.read_text()), args.render_only.with_suffix(""), not args.no_plot)
         return
-    result = run(args)
-    write_outputs(result, args.out or RESULTS / f"model_{args.preset}", not args.no_plot)
+    stem = args.out or RESULTS / f"model_{args.preset}"
+    result = run(args, on_case=lambda partial: write_outputs(partial, stem, with_plot=False, quiet=True))
+    write_outputs(result, stem, not args.no_plot)
     print(summary(result), flush=True)
 
 
