@@ -173,7 +173,8 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def measure(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> dict[str, Any]:
-    """``_common.time_fn``, with fewer repeats for slow calls (one probe call decides)."""
+    """``_common.time_fn``, with fewer repeats for slow calls (one extra, untimed probe call
+    decides; TorchScripted e3nn code needs a few calls before it is optimised)."""
     from _common import synchronize, time_fn
 
     synchronize(device)
@@ -182,7 +183,7 @@ def measure(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> di
     synchronize(device)
     first_ms = (time.perf_counter() - t0) * 1e3
     reps = repeats if first_ms < SLOW_MS else max(3, repeats // 2)
-    return time_fn(fn, device, warmup=max(0, warmup - 1), repeats=reps)
+    return time_fn(fn, device, warmup=warmup, repeats=reps)
 
 
 # --------------------------------------------------------------------------- run
@@ -242,7 +243,7 @@ def run(args: argparse.Namespace, on_case: Optional[Callable[[dict[str, Any]], N
     truncated = None
     for i_case, case in enumerate(cases):
         if time.perf_counter() - t_start > limit_s:
-            truncated = f"stopped after {i_case} of {len(cases)} cases: time limit of {limit_s / 60:.0f} min (--max-minutes)"
+            truncated = f"stopped after {i_case} of {len(cases)} cases: time limit of {limit_s / 60:g} min (--max-minutes)"
             print(f"[model] {truncated}", flush=True)
             break
         batch = copper_batch(case["cells"], device)
@@ -382,7 +383,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"Stamp: {stamp_line(result['stamp'])}.",
         "",
-        f"Model: {result['model']}. Median of {result['repeats']} after {result['warmup']} warm-up calls "
+        f"Model: {result['model']}. Median of {result['repeats']} after {result['warmup'] + 1} warm-up calls "
         f"(half as many repeats for calls over {SLOW_MS:.0f} ms). 'infer': energy + forces; 'train': forward with "
         "forces, energy + force MSE, backward (double backward), Adam step. Speed-up = e3nn time / backend time, "
         "same run. " + ("Peak: torch.cuda.max_memory_allocated over one call." if gpu else "No memory figures on CPU (see bench_model.py)."),
