@@ -276,14 +276,15 @@ def run(args: argparse.Namespace, on_case: Optional[Callable[[dict[str, Any]], N
                             raise
                         oom_at[(label, mode)] = n_atoms
                         res[mode] = {"status": "out of memory"}
-                        free(device)
+                    if res[mode].get("status"):
+                        free(device)  # outside the except block, whose traceback holds the tensors
                 if label == E3NN and CUEQ in labels:
                     e3nn_model = model  # converted next (cueq is timed right after e3nn)
-                del model, infer, train
             except Exception as exc:  # noqa: BLE001  (one failing backend must not end the run: it is recorded)
                 if args.fail_fast:
                     raise
                 res["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            model = infer = train = None  # noqa: F841  (release before the next backend is built)
             if label == CUEQ:
                 e3nn_model = None
             free(device)
