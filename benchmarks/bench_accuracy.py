@@ -250,6 +250,17 @@ def _fmt(value: Optional[float], digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def summary_markdown(result: dict[str, Any]) -> str:
+    """The README's summary: the result table with a one-line setting."""
+    cfg = result["config"]
+    table = render_markdown(result).split("\n| model |", 1)[1].split("\n\n", 1)[0]
+    return (
+        f"ScaleShiftMACE {cfg['channels']} channels, L={cfg['max_L']}, {cfg['n_train']} training configurations, "
+        f"{result['epochs']} epochs or {result['time_budget_s']:.0f} s of training each, {result['threads']} CPU thread(s) per run; "
+        "E meV, F meV/A; small budget, not converged:\n\n| model |" + table.rstrip("\n") + "\n"
+    )
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """The study's Markdown table from its JSON (the committed .md is exactly this)."""
     from _common import stamp_line

@@ -436,6 +436,31 @@ def summary(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def summary_markdown(result: dict[str, Any]) -> str:
+    """The README's summary: e3nn's medians and every backend's speed-up (train / infer)
+    per case, with peak GPU memory of the train step where measured."""
+    labels = [l for l in result["backends"] if l != E3NN]
+    gpu = result["device"].startswith("cuda")
+    where = result["stamp"].get("gpu") or f"CPU ({result['stamp']['cpu']}, {result['stamp']['torch_threads']} thread(s))"
+    head = ["L", "C", "atoms", "e3nn train / infer ms"] + [f"{l} x train / infer" for l in labels]
+    if gpu:
+        head += [f"train GB {l}" for l in [E3NN] + labels]
+    lines = [f"{where}, {result['dtype']}, speed-up = e3nn time / backend time:", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for c in sorted(result["cases"], key=lambda c: (c["atoms"], c["L"], c["channels"])):
+        e = c["results"].get(E3NN, {})
+        cells = [str(c["L"]), str(c["channels"]), str(c["atoms"]),
+                 f"{_cell(_ms(e, 'train'), '.1f', _status(e, 'train'))} / {_cell(_ms(e, 'infer'), '.1f', _status(e, 'infer'))}"]  # fmt: skip
+        for l in labels:
+            r = c["results"].get(l, {})
+            cells.append(f"{_cell(speedup(c, l, 'train'), '.2f', _status(r, 'train'))} / {_cell(speedup(c, l, 'infer'), '.2f', _status(r, 'infer'))}")
+        if gpu:
+            cells += [_cell((c["results"].get(l, {}).get("train") or {}).get("peak_gb"), ".1f", _status(c["results"].get(l, {}), "train"))
+                      for l in [E3NN] + labels]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     """Median time against each scanned quantity, inference (top) and train step (bottom)."""
     import matplotlib

@@ -86,3 +86,11 @@ def test_temperature_blocks_refuse_unordered_energies() -> None:
     assert [len(v) for v in blocks.values()] == [3, 3, 2]
     with pytest.raises(ValueError, match="do not increase"):
         module.temperature_blocks([2.0] * 3 + [1.0] * 3 + [0.0] * 2)
+
+
+def test_readme_summaries_match_json() -> None:
+    spec = importlib.util.spec_from_file_location("_bench_update_readme", BENCH / "update_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.README.read_text()
+    assert module.render(text) == text, "benchmarks/README.md summaries are stale: run python benchmarks/update_readme.py"
