@@ -19,7 +19,7 @@ L = 0..3, over channels, over system size.
 Usage::
 
     python benchmarks/bench_model.py --preset cpu      # ~15 min on 2 cores
-    python benchmarks/bench_model.py --preset gpu      # ~3-4 min on an H200 (fcc Cu 500 to 16,384 atoms)
+    python benchmarks/bench_model.py --preset gpu      # ~4-5 min on an H200 (fcc Cu 500 to 16,384 atoms)
     python benchmarks/bench_model.py --preset tiny     # seconds: checks every code path
     python benchmarks/bench_model.py --render-only benchmarks/results/model_gpu.json
 """
@@ -43,9 +43,10 @@ MODES = ("infer", "train")
 
 #: base case, and the values each scan varies (the base case is shared by all scans).
 PRESETS: dict[str, dict[str, Any]] = {
-    # ~3-4 min on an H200; add --cells 5,8,12,16,20 for 32,000 atoms (e3nn's train step runs out of memory there)
-    "gpu": dict(device="cuda", dtype="float32", warmup=2, repeats=7, max_minutes=6, base=dict(L=1, channels=128, cells=8),
-                scans=dict(L=[0, 1, 2, 3], channels=[32, 128, 256], cells=[5, 8, 12, 16])),
+    # 8 cases x 5 backends, ~4-5 min on an H200 (estimated from a partial run); --cells 5,8,12,16,20 reaches
+    # 32,000 atoms (e3nn's train step runs out of memory there)
+    "gpu": dict(device="cuda", dtype="float32", warmup=2, repeats=5, max_minutes=6, base=dict(L=1, channels=128, cells=8),
+                scans=dict(L=[0, 1, 2, 3], channels=[32, 128, 256], cells=[5, 8, 16])),
     "cpu": dict(device="cpu", dtype="float32", warmup=1, repeats=3, threads=1, base=dict(L=1, channels=64, cells=3),
                 scans=dict(L=[0, 1, 2, 3], channels=[32, 64, 128], cells=[2, 3, 4, 5])),
     "tiny": dict(device="cpu", dtype="float32", warmup=1, repeats=2, threads=1, base=dict(L=1, channels=8, cells=1),
@@ -64,14 +65,16 @@ def hidden_irreps(L: int, channels: int) -> str:
 
 
 def cases_of(base: dict[str, int], scans: dict[str, list[int]], only: Sequence[str]) -> list[dict[str, Any]]:
-    """Unique cases of the chosen scans, each with the scans it belongs to, smallest systems first."""
-    out: dict[tuple[int, int, int], dict[str, Any]] = {}
+    """Unique cases of the chosen scans, each with the scans it belongs to, in run order: the
+    base case, then each scan in turn (values ascending), so a run stopped early has the
+    most useful cases."""
+    out: dict[tuple[int, int, int], dict[str, Any]] = {tuple(base[k] for k in SCAN_KEYS): dict(base, scans=[])}
     for key in only:
         for value in scans[key]:
             case = dict(base, **{key: value})
             ident = tuple(case[k] for k in SCAN_KEYS)
             out.setdefault(ident, dict(case, scans=[]))["scans"].append(key)
-    return sorted(out.values(), key=lambda c: (c["cells"], c["L"], c["channels"]))
+    return [c for c in out.values() if c["scans"]]
 
 
 def model_config(case: dict[str, Any], avg_num_neighbors: float) -> dict[str, Any]:
@@ -236,7 +239,7 @@ def run(args: argparse.Namespace, on_case: Optional[Callable[[dict[str, Any]], N
     print(f"[model] {device}, {torch.get_default_dtype()}, {len(cases)} cases x {len(labels)} backends "
           f"({', '.join(labels)}), warm-up {warmup}, median of {repeats}", flush=True)  # fmt: skip
     t_start = time.perf_counter()
-    oom_at: dict[tuple[str, str], int] = {}  # (backend, mode) -> smallest atom count that ran out of memory
+    oom_at: dict[tuple[Any, ...], int] = {}  # (backend, mode, L, C) -> smallest atom count that ran out of memory
     rows = []
     k = 0
     limit_s = 60.0 * (args.max_minutes if args.max_minutes is not None else preset.get("max_minutes", 1e9))
@@ -266,7 +269,8 @@ def run(args: argparse.Namespace, on_case: Optional[Callable[[dict[str, Any]], N
                 res["params"] = int(sum(p.numel() for p in model.parameters()))
                 infer, train = step_functions(model, batch)
                 for mode, fn in zip(MODES, (infer, train)):
-                    if n_atoms >= oom_at.get((label, mode), 1 << 62):
+                    oom_key = (label, mode, case["L"], case["channels"])
+                    if n_atoms >= oom_at.get(oom_key, 1 << 62):
                         res[mode] = {"status": "skipped: out of memory at a smaller size"}
                         continue
                     try:
@@ -274,7 +278,7 @@ def run(args: argparse.Namespace, on_case: Optional[Callable[[dict[str, Any]], N
                     except RuntimeError as exc:
                         if not is_oom(exc):
                             raise
-                        oom_at[(label, mode)] = n_atoms
+                        oom_at[oom_key] = n_atoms
                         res[mode] = {"status": "out of memory"}
                     if res[mode].get("status"):
                         free(device)  # outside the except block, whose traceback holds the tensors
@@ -329,6 +333,13 @@ def result_dict(args: argparse.Namespace, device: str, warmup: int, repeats: int
 
 
 # --------------------------------------------------------------------------- report
+
+
+def missing_cases(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cases the study's scans define that the result does not hold (a stopped run)."""
+    done = {tuple(c[k] for k in SCAN_KEYS) for c in result["cases"]}
+    planned = cases_of(result["base"], result["scans"], result["scan_order"])
+    return [c for c in planned if tuple(c[k] for k in SCAN_KEYS) not in done]
 
 
 def _ms(res: dict[str, Any], mode: str) -> Optional[float]:
@@ -394,11 +405,17 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += ["Skipped: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items()), ""]
     if result.get("truncated"):
         lines += [f"**Incomplete run**: {result['truncated']}.", ""]
+    missing = missing_cases(result)
+    if missing:
+        lines += [f"**Not run** ({len(missing)} of {len(missing) + len(result['cases'])} cases; the run was stopped or killed "
+                  "before them): " + ", ".join(f"L={c['L']} C={c['channels']} cells={c['cells']}" for c in missing) + ".", ""]  # fmt: skip
     titles = {"L": "hidden L", "channels": "channels", "cells": "system size"}
     for scan in result["scan_order"]:
         cases = [c for c in result["cases"] if scan in c["scans"]]
         key = {"L": "L", "channels": "channels", "cells": "atoms"}[scan]
         cases.sort(key=lambda c: c[key])
+        if not cases:
+            continue
         b = result["base"]
         fixed = ", ".join(f"{k}={b[k]}" for k in SCAN_KEYS if k != scan)
         lines += [f"## Scan over {titles[scan]} ({fixed}; cells = fcc cubic cells per side)", ""]

@@ -50,11 +50,12 @@ def test_model_table_speedups_and_oom() -> None:
         "grid": {"params": 8, "infer": _timing(10.0), "train": {"status": "out of memory"}},
     }}  # fmt: skip
     result = {"device": "cuda", "dtype": "float32", "stamp": dict(STAMP, gpu="GPU"), "model": "m", "repeats": 3, "warmup": 1,
-              "skipped": {"cueq": "not installed"}, "scan_order": ["L"], "base": {"L": 1, "channels": 8, "cells": 2},
+              "skipped": {"cueq": "not installed"}, "scan_order": ["L"], "scans": {"L": [0, 1]}, "base": {"L": 1, "channels": 8, "cells": 2},
               "backends": ["e3nn", "grid"], "cases": [case]}  # fmt: skip
     text = module.render_markdown(result)
     assert "| 1 | 8 | 32 | 100 | grid | 8 | 10.0 | OOM | 3.00 | - | 1.50 | - |" in text
     assert "cueq: not installed" in text
+    assert "**Not run** (1 of 2 cases" in text and "L=0 C=8 cells=2" in text
     assert module.speedup(case, "grid", "infer") == pytest.approx(3.0)
 
 
