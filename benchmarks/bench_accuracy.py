@@ -405,20 +405,29 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     epochs = cfg["epochs"]
     t0 = time.perf_counter()
     runs: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
     for b in backends:
         opts = {**default_options(b, epochs), **extra.get(b, {})}
-        runs[b] = run_one(b, opts, epochs, cfg, work, split["e0s"], args.threads)
+        try:
+            runs[b] = run_one(b, opts, epochs, cfg, work, split["e0s"], args.threads)
+        except RuntimeError as exc:  # recorded; the other backends still run (the reference must not fail)
+            if b == reference:
+                raise
+            skipped[b] = str(exc).splitlines()[0]
+            print(f"[accuracy] {b}: {skipped[b]}", flush=True)
     budget = runs[reference]["train_seconds"]
-    rows = []
-    for b in backends:
-        rows.append(dict(runs[b], budget="equal epochs"))
-    for b in backends:
+    rows = [dict(runs[b], budget="equal epochs") for b in backends if b in runs]
+    for b in [b for b in backends if b in runs]:
         n = max(1, int(round(budget / runs[b]["s_per_epoch"])))
         if n == epochs:
             rows.append(dict(runs[b], budget="equal time"))
-        else:
-            opts = {**default_options(b, epochs), **extra.get(b, {})}
+            continue
+        opts = {**default_options(b, epochs), **extra.get(b, {})}
+        try:
             rows.append(dict(run_one(b, opts, n, cfg, work, split["e0s"], args.threads), budget="equal time"))
+        except RuntimeError as exc:
+            skipped[f"{b} (equal time)"] = str(exc).splitlines()[0]
+            print(f"[accuracy] {b}: {skipped[f'{b} (equal time)']}", flush=True)
     result = {
         "study": "accuracy",
         "preset": args.preset,
@@ -429,6 +438,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "time_budget_s": budget,
         "threads": args.threads,
         "rows": rows,
+        "skipped": skipped,
         "published": PUBLISHED,
         "total_wall_seconds": time.perf_counter() - t0,
         "stamp": machine_stamp(["cpu"]),
