@@ -61,17 +61,17 @@ def setup_structure(lmp: Any, atoms: Any, model_file: str, elements: Sequence[st
     non-periodic one gets a fixed box 10 A larger on every side."""
     from ase.data import atomic_masses, atomic_numbers
 
-    cell = np.asarray(atoms.cell)
+    cell = np.asarray(atoms.cell).tolist()  # Python floats: their repr is exact and plain
     if atoms.pbc.all():
-        if abs(cell[0, 1]) + abs(cell[0, 2]) + abs(cell[1, 2]) > 0:
+        if abs(cell[0][1]) + abs(cell[0][2]) + abs(cell[1][2]) > 0:
             raise ValueError("cell is not in LAMMPS' lower-triangular form")
         box = (
-            f"region box prism 0 {cell[0, 0]!r} 0 {cell[1, 1]!r} 0 {cell[2, 2]!r} "
-            f"{cell[1, 0]!r} {cell[2, 0]!r} {cell[2, 1]!r} units box"
+            f"region box prism 0 {cell[0][0]!r} 0 {cell[1][1]!r} 0 {cell[2][2]!r} "
+            f"{cell[1][0]!r} {cell[2][0]!r} {cell[2][1]!r} units box"
         )
         boundary = "p p p"
     elif not atoms.pbc.any():
-        lo, hi = atoms.positions.min(0) - 10.0, atoms.positions.max(0) + 10.0
+        lo, hi = (atoms.positions.min(0) - 10.0).tolist(), (atoms.positions.max(0) + 10.0).tolist()
         box = f"region box block {lo[0]!r} {hi[0]!r} {lo[1]!r} {hi[1]!r} {lo[2]!r} {hi[2]!r} units box"
         boundary = "f f f"
     else:
@@ -86,7 +86,7 @@ def setup_structure(lmp: Any, atoms: Any, model_file: str, elements: Sequence[st
         """
     )
     for t, el in enumerate(elements, start=1):
-        lmp.command(f"mass {t} {atomic_masses[atomic_numbers[el]]!r}")
+        lmp.command(f"mass {t} {float(atomic_masses[atomic_numbers[el]])!r}")
     types = [list(elements).index(s) + 1 for s in atoms.get_chemical_symbols()]
     n = len(atoms)
     lmp.create_atoms(n, list(range(1, n + 1)), types, atoms.positions.reshape(-1).tolist())
@@ -110,15 +110,16 @@ def single_point(model_file: str, atoms: Any, elements: Sequence[str]) -> dict[s
             run 0
             """
         )
-        pxx, pyy, pzz, pxy, pxz, pyz = (lmp.get_thermo(f"c_mgp_vir[{k}]") for k in range(1, 7))
+        thermo = lmp.last_thermo()  # get_thermo() reads computes as 0 once the run is over
+        pxx, pyy, pzz, pxy, pxz, pyz = (thermo[f"c_mgp_vir[{k}]"] for k in range(1, 7))
         ptensor = np.array([[pxx, pxy, pxz], [pxy, pyy, pyz], [pxz, pyz, pzz]])
         nlocal = lmp.extract_global("nlocal")
         order = np.argsort(np.asarray(lmp.numpy.extract_atom("id", nelem=nlocal)))
         result = {
-            "energy": lmp.get_thermo("pe"),
+            "energy": thermo["PotEng"],
             "energies": np.asarray(lmp.numpy.extract_compute("mgp_pea", 1, 1))[:nlocal][order].copy(),
             "forces": np.asarray(lmp.numpy.extract_atom("f", nelem=nlocal))[order].copy(),
-            "virial": ptensor * lmp.get_thermo("vol") / lmp.extract_global("nktv2p"),
+            "virial": ptensor * thermo["Volume"] / lmp.extract_global("nktv2p"),
         }
     finally:
         lmp.close()

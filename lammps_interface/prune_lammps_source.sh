@@ -39,8 +39,12 @@ version="$(date -d "$version" +%Y%m%d 2>/dev/null || echo "${version// /}")"
 top="lammps-$version-pruned"
 dest="$scratch/$top"
 mkdir -p "$dest/src" "$dest/lib"
-# core: the files directly in src/ (no package folders)
+# core: the files directly in src/ and its lower-case folders (fmt/); package folders
+# are upper-case and only those listed are kept
 find "$full/src" -maxdepth 1 -type f -exec cp -p {} "$dest/src/" \;
+while IFS= read -r sub; do
+    cp -a "$sub" "$dest/src/"
+done < <(find "$full/src" -mindepth 1 -maxdepth 1 -type d -name '*[a-z]*')
 for pkg in "${PACKAGES[@]}"; do
     [[ -d "$full/src/$pkg" ]] || die "package folder src/$pkg missing in $full"
     cp -a "$full/src/$pkg" "$dest/src/"

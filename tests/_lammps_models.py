@@ -1,0 +1,50 @@
+"""Random-weight float64 MACE models with every registered backend, saved and exported
+for LAMMPS once per test process (shared by test_lammps.py and test_lammps_wrapper.py)."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import torch
+
+import mace_gaunt_plugin as mgp
+from lammps_interface import export_model
+from mace_gaunt_plugin.testing import small_mace_config
+
+Z_MODEL = (1, 6, 7, 8, 29)  # 3BPA's H, C, N, O and Cu
+R_MAX = 5.0
+
+
+@functools.lru_cache(maxsize=None)
+def _root() -> Path:
+    return Path(tempfile.mkdtemp(prefix="mgp_lammps_models_"))
+
+
+#: model sizes: "standard" for the exactness tests, "tiny" (Cu only, r_max 4, 4 channels,
+#: max_ell 2, correlation 2) for the 1000-step NVE runs
+CONFIGS = {
+    "standard": dict(atomic_numbers=Z_MODEL, r_max=R_MAX, hidden_irreps="8x0e + 8x1o"),
+    "tiny": dict(atomic_numbers=(29,), r_max=4.0, hidden_irreps="4x0e + 4x1o", max_ell=2, correlation=2,
+                 radial_MLP=[8, 8], MLP_irreps="4x0e", atomic_energies=[-3.7]),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def exported_model(backend: str, size: str = "standard") -> tuple[Path, Path]:
+    """(eager .model path, exported LAMMPS file) for ``backend`` and a size of CONFIGS."""
+    from e3nn import o3
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        cfg = small_mace_config(**CONFIGS[size])
+        cfg["MLP_irreps"] = o3.Irreps(str(cfg["MLP_irreps"]))
+        model = mgp.build_model(backend, **cfg)
+    finally:
+        torch.set_default_dtype(old)
+    path = _root() / f"{backend}_{size}.model"
+    torch.save(model, path)
+    return path, Path(export_model(str(path), str(_root() / f"{backend}_{size}.mliap")))

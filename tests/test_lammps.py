@@ -1,0 +1,259 @@
+"""LAMMPS ``pair_style mliap unified`` against the ASE ``MACECalculator``, for a model
+with every registered TP backend (float64): energy, per-atom energies, forces and
+virial agree to 1e-8 relative on (a) fcc Cu with displaced atoms, (b) a small triclinic
+cell whose atoms see their own images, (c) a 3BPA molecule in a non-periodic box; NVE
+conserves energy; the cases the wrapper cannot do fail with a clear message.
+
+Needs the LAMMPS Python module built by ``lammps_interface/build_lammps.sh``. In CI
+(``CI`` set) a missing module is an error, never a skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mace_gaunt_plugin as mgp
+
+try:
+    from lammps import lammps, mliap  # noqa: F401  (the module this file needs)
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    if os.environ.get("CI"):
+        raise RuntimeError(
+            "CI is set but the LAMMPS Python module is missing: .ci/run must run "
+            "bash lammps_interface/build_lammps.sh before the tests"
+        ) from exc
+    pytest.skip(
+        f"LAMMPS Python module not installed ({exc}); build it with bash lammps_interface/build_lammps.sh",
+        allow_module_level=True,
+    )
+
+from _lammps_models import R_MAX, exported_model  # noqa: E402
+from lammps_interface import harness  # noqa: E402
+from lammps_interface._errors import LAMMPSInterfaceError  # noqa: E402
+
+pytestmark = pytest.mark.lammps
+
+RTOL = 1e-8
+BACKENDS = mgp.available_backends()
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def models() -> dict[str, tuple[Path, Path]]:
+    """backend -> (eager .model path, exported LAMMPS file)."""
+    return {backend: exported_model(backend) for backend in BACKENDS}
+
+
+def _new_lammps():
+    return harness.new_lammps()
+
+
+def _assert_close(name: str, got, ref) -> None:
+    err = harness.max_relative_error(got, ref)
+    assert err < RTOL, f"{name}: max relative deviation {err:.2e}"
+
+
+# -------------------------------------------------------------- structures
+def _fcc_cu():
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(3)  # 108 atoms
+    atoms.rattle(0.08, seed=3)
+    atoms.wrap()
+    return atoms
+
+
+def _triclinic():
+    from ase import Atoms
+
+    cell = np.array([[3.9, 0.0, 0.0], [1.3, 3.7, 0.0], [-0.9, 1.1, 4.1]])  # every length < r_max
+    frac = np.array([[0.05, 0.1, 0.2], [0.55, 0.45, 0.6], [0.3, 0.8, 0.85]])
+    atoms = Atoms("CuOCu", scaled_positions=frac, cell=cell, pbc=True)
+    return atoms
+
+
+# ------------------------------------------------------------------- tests
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("structure", ["fcc_cu_108", "triclinic_self_images", "bpa_molecule"])
+def test_lammps_matches_ase(backend: str, structure: str, models, bpa_atoms) -> None:
+    model_path, model_file = models[backend]
+    if structure == "fcc_cu_108":
+        atoms, elements = _fcc_cu(), ["Cu"]
+    elif structure == "triclinic_self_images":
+        atoms, elements = _triclinic(), ["Cu", "O"]
+        assert min(atoms.cell.lengths()) < R_MAX  # the point of this case
+    else:
+        atoms, elements = bpa_atoms[0].copy(), ["C", "H", "N", "O"]
+        atoms.pbc = False
+    ref = harness.ase_reference(str(model_path), atoms)
+    got = harness.single_point(str(model_file), atoms, elements)
+    for key in ("energy", "energies", "forces", "virial"):
+        _assert_close(key, got[key], ref[key])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nve_energy_drift(backend: str) -> None:
+    """1000 steps of 1 fs NVE on (a): total-energy drift below 1e-5 eV/atom (a tiny model,
+    to keep the run short)."""
+    _, model_file = exported_model(backend, "tiny")
+    atoms = _fcc_cu()
+    lmp = _new_lammps()
+    try:
+        harness.setup_structure(lmp, atoms, str(model_file), ["Cu"])
+        lmp.commands_string(
+            """
+            velocity all create 300.0 4928459 mom yes rot yes dist gaussian
+            timestep 0.001
+            fix nve all nve
+            thermo_style custom step etotal pe ke
+            thermo 100
+            run 0
+            """
+        )
+        e0 = lmp.last_thermo()["TotEng"]
+        energies = []
+        for _ in range(10):
+            lmp.command("run 100 pre no post no")
+            energies.append(lmp.last_thermo()["TotEng"])
+        ke = lmp.last_thermo()["KinEng"]
+    finally:
+        lmp.close()
+    n = len(atoms)
+    drift = abs(energies[-1] - e0) / n
+    spread = (max(energies + [e0]) - min(energies + [e0])) / n
+    assert ke > 0.01 * n * 0.0259 / 2, "atoms did not move"
+    assert drift < 1e-5, f"NVE drift {drift:.2e} eV/atom over 1000 steps"
+    assert spread < 1e-4, f"NVE energy spread {spread:.2e} eV/atom"
+
+
+# ---------------------------------------------------- standalone lmp -in
+LMP = harness.find_lmp()
+
+DECK = """\
+units metal
+atom_style atomic
+boundary p p p
+lattice fcc 3.61
+region box block 0 2 0 2 0 2
+create_box 1 box
+create_atoms 1 box
+mass 1 63.546
+displace_atoms all random 0.05 0.05 0.05 87287 units box
+{attach}pair_style mliap unified {model} 0
+pair_coeff * * {element}
+thermo_style custom step pe press
+run 0
+print "MGP_PE $(pe:%.16e)"
+"""
+
+
+def _run_lmp(tmp_path: Path, model: str, element: str = "Cu", attach: bool = True) -> subprocess.CompletedProcess:
+    from lammps_interface import INPUT_DECK_LINES
+
+    deck = tmp_path / "in.test"
+    deck.write_text(DECK.format(attach=INPUT_DECK_LINES if attach else "", model=model, element=element))
+    if LMP is None:
+        pytest.fail("no lmp executable on PATH: build_lammps.sh links it into the environment's bin/")
+    env = harness.lmp_env()
+    env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)  # the file must load without it
+    return subprocess.run(
+        [LMP, "-in", str(deck), "-log", "none", "-nocite"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_standalone_lmp_run(models, tmp_path) -> None:
+    """``lmp -in`` (no Python driver, no TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD) loads the
+    exported file and gives the energy the Python driver gives."""
+    backend = BACKENDS[0]
+    _, model_file = models[backend]
+    res = _run_lmp(tmp_path, str(model_file))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    pe = float(next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("MGP_PE")))
+    lmp = _new_lammps()
+    try:
+        lmp.commands_string(DECK.format(attach="", model=model_file, element="Cu").replace('print "MGP_PE $(pe:%.16e)"', ""))
+        ref = lmp.last_thermo()["PotEng"]
+    finally:
+        lmp.close()
+    assert abs(pe - ref) <= RTOL * abs(ref)
+
+
+def _assert_fails(res: subprocess.CompletedProcess, *needles: str) -> None:
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert "ERROR" in out, out[-3000:]
+    for needle in needles:
+        assert needle in out, f"{needle!r} not in output:\n{out[-3000:]}"
+
+
+def test_error_unknown_element(models, tmp_path) -> None:
+    _, model_file = models[BACKENDS[0]]
+    _assert_fails(_run_lmp(tmp_path, str(model_file), element="Fe"), "Fe", "model does not know", "H, C, N, O, Cu")
+
+
+def test_error_missing_model_file(tmp_path) -> None:
+    _assert_fails(_run_lmp(tmp_path, str(tmp_path / "missing.mliap")), "No such file", "missing.mliap")
+
+
+def test_error_corrupt_model_file(models, tmp_path) -> None:
+    _, model_file = models[BACKENDS[0]]
+    blob = bytearray(model_file.read_bytes())
+    mid = len(blob) // 2
+    blob[mid : mid + 64] = bytes(64)  # damage the middle (inside the TorchScript bytes)
+    bad = tmp_path / "corrupt.mliap"
+    bad.write_bytes(bytes(blob))
+    _assert_fails(_run_lmp(tmp_path, str(bad)), "corrupt")
+    truncated = tmp_path / "truncated.mliap"
+    truncated.write_bytes(model_file.read_bytes()[:1000])
+    _assert_fails(_run_lmp(tmp_path, str(truncated)), "truncated")
+
+
+def test_error_no_lammps_handle(models, tmp_path) -> None:
+    _, model_file = models[BACKENDS[0]]
+    _assert_fails(_run_lmp(tmp_path, str(model_file), attach=False), "attach_lammps", "python mgp_attach")
+
+
+def test_error_several_ranks(models) -> None:
+    """The serial build has one rank; the refusal is checked on the wrapper directly."""
+    from lammps_interface import load_model_file
+    from lammps_interface import mliap_unified as mu
+
+    class FakeLammps:
+        lmp = object()
+
+        def extract_setting(self, name: str) -> int:
+            return {"world_size": 2}.get(name, 0)
+
+    class FakeData:
+        nlocal, ntotal = 0, 0
+
+    wrapper = load_model_file(str(models[BACKENDS[0]][1]))
+    old = mu._ATTACHED
+    mu._ATTACHED = FakeLammps()
+    try:
+        with pytest.raises(LAMMPSInterfaceError, match="one MPI rank"):
+            wrapper._lammps_for(FakeData())
+    finally:
+        mu._ATTACHED = old
+
+
+def test_export_cli(models, tmp_path) -> None:
+    """The console script writes a loadable file and refuses names LAMMPS would torch.load."""
+    model_path, _ = models[BACKENDS[0]]
+    exe = shutil.which("mace_gaunt_create_lammps_model")
+    assert exe, "console script not installed (pip install -e .)"
+    out = tmp_path / "cli.mliap"
+    res = subprocess.run([exe, str(model_path), "-o", str(out), "--dtype", "float32"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "pair_style mliap unified" in res.stdout and out.exists()
+    from lammps_interface import load_model_file
+
+    assert load_model_file(str(out)).dtype == "float32"
+    res = subprocess.run([exe, str(model_path), "-o", str(tmp_path / "x.pt")], capture_output=True, text=True)
+    assert res.returncode == 2 and "torch.load" in res.stderr

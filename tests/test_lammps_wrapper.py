@@ -1,0 +1,145 @@
+"""The ML-IAP wrapper's ghost-atom mapping and refusals, without LAMMPS: a fake ML-IAP
+data object built the way LAMMPS builds it (local atoms, ghost copies of periodic
+images with the IDs of the atoms they image, a full neighbour list of the local atoms)
+must give the ASE ``MACECalculator`` energy, per-atom energies and forces."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import mace_gaunt_plugin as mgp
+from _lammps_models import R_MAX, exported_model
+from lammps_interface import export_model, harness
+from lammps_interface import mliap_unified as mu
+from lammps_interface._errors import LAMMPSInterfaceError, ModelFileError
+
+
+class FakeLammps:
+    """What the wrapper reads from the ``lammps`` instance."""
+
+    lmp = object()
+
+    def __init__(self, tags: np.ndarray, nlocal: int, world_size: int = 1) -> None:
+        self.tags, self.nlocal, self.world_size = tags, nlocal, world_size
+        outer = self
+
+        class _Numpy:
+            @staticmethod
+            def extract_atom(name: str, nelem: int) -> np.ndarray:
+                assert name == "id"
+                return outer.tags[:nelem]
+
+        self.numpy = _Numpy()
+
+    def extract_setting(self, name: str) -> int:
+        return {"world_size": self.world_size, "nlocal": self.nlocal, "nall": len(self.tags)}[name]
+
+
+class FakeData:
+    """The plain ML-IAP data object for ``atoms`` (element index = Z - 1)."""
+
+    def __init__(self, atoms, r_max: float) -> None:
+        from matscipy.neighbours import neighbour_list
+
+        n = len(atoms)
+        i, j, shifts, rij = neighbour_list("ijSD", atoms, r_max)
+        ghost: dict[tuple, int] = {}
+        jatoms = []
+        for a, b, s in zip(i, j, shifts):
+            if not s.any():
+                jatoms.append(b)
+                continue
+            jatoms.append(ghost.setdefault((b, tuple(s)), n + len(ghost)))
+        self.nlocal = self.nlistatoms = n
+        self.ntotal = n + len(ghost)
+        self.tags = np.concatenate([np.arange(1, n + 1), [b + 1 for (b, _) in ghost]]).astype(np.int32)
+        z = np.concatenate([atoms.numbers, [atoms.numbers[b] for (b, _) in ghost]])
+        self.elems = (z - 1).astype(np.int32)
+        self.iatoms = np.arange(n, dtype=np.int32)
+        self.npairs = len(i)
+        self.pair_i, self.jatoms, self.rij = i.astype(np.int32), np.array(jatoms, dtype=np.int32), rij
+        self.f = np.zeros((self.ntotal, 3))
+
+    def update_pair_forces(self, fij: np.ndarray) -> None:
+        np.add.at(self.f, self.pair_i, fij)
+        np.add.at(self.f, self.jatoms, -fij)
+
+    def local_forces(self) -> np.ndarray:
+        """Ghost forces added to their owners (LAMMPS' reverse communication)."""
+        f = self.f[: self.nlocal].copy()
+        np.add.at(f, self.tags[self.nlocal :] - 1, self.f[self.nlocal :])
+        return f
+
+
+@pytest.fixture(scope="module")
+def exported():
+    return {backend: exported_model(backend) for backend in mgp.available_backends()}
+
+
+@pytest.fixture
+def attached():
+    old = mu._ATTACHED
+    yield
+    mu._ATTACHED = old
+
+
+def _cu2o():
+    from ase import Atoms
+
+    cell = np.array([[3.9, 0.0, 0.0], [1.3, 3.7, 0.0], [-0.9, 1.1, 4.1]])  # lengths < R_MAX: self images
+    return Atoms("CuOCuO", scaled_positions=[[0.05, 0.1, 0.2], [0.55, 0.45, 0.6], [0.3, 0.8, 0.85], [0.8, 0.2, 0.4]],
+                 cell=cell, pbc=True)
+
+
+@pytest.mark.parametrize("backend", mgp.available_backends())
+def test_ghost_mapping_matches_ase(backend: str, exported, attached) -> None:
+    model_path, model_file = exported[backend]
+    with open(model_file, "rb") as f:
+        wrapper = pickle.load(f)
+    atoms = _cu2o()
+    data = FakeData(atoms, R_MAX)
+    assert data.ntotal > data.nlocal  # ghosts exist
+    mu._ATTACHED = FakeLammps(data.tags, data.nlocal)
+    wrapper.compute_forces(data)
+    ref = harness.ase_reference(str(model_path), atoms)
+    assert harness.max_relative_error(data.energy, ref["energy"]) < 1e-10
+    assert harness.max_relative_error(data.eatoms, ref["energies"]) < 1e-10
+    assert harness.max_relative_error(data.local_forces(), ref["forces"]) < 1e-10
+
+
+def test_refusals(exported, attached) -> None:
+    _, model_file = exported[mgp.available_backends()[0]]
+    wrapper = mu.load_model_file(model_file)
+    atoms = _cu2o()
+    data = FakeData(atoms, R_MAX)
+    mu._ATTACHED = None
+    with pytest.raises(LAMMPSInterfaceError, match="attach_lammps"):
+        wrapper.compute_forces(data)
+    mu._ATTACHED = FakeLammps(data.tags, data.nlocal, world_size=4)
+    with pytest.raises(LAMMPSInterfaceError, match="one MPI rank"):
+        wrapper.compute_forces(data)
+    mu._ATTACHED = FakeLammps(data.tags, data.nlocal)
+    data.elems[0] = 25  # Fe
+    with pytest.raises(LAMMPSInterfaceError, match="Fe.*model's elements are H, C, N, O, Cu"):
+        wrapper.compute_forces(data)
+    data = FakeData(atoms, R_MAX)
+    data.tags[data.nlocal] = 99  # a ghost whose atom lives on another rank
+    mu._ATTACHED = FakeLammps(data.tags, data.nlocal)
+    with pytest.raises(LAMMPSInterfaceError, match="no local image"):
+        wrapper.compute_forces(data)
+
+
+def test_model_file_errors(exported, tmp_path) -> None:
+    _, model_file = exported[mgp.available_backends()[0]]
+    with pytest.raises(ModelFileError, match="does not exist"):
+        mu.load_model_file(str(tmp_path / "nope.pkl"))
+    blob = bytearray(open(model_file, "rb").read())
+    blob[len(blob) // 2 : len(blob) // 2 + 32] = bytes(32)
+    (tmp_path / "bad.pkl").write_bytes(bytes(blob))
+    with pytest.raises(ModelFileError, match="corrupt"):
+        mu.load_model_file(str(tmp_path / "bad.pkl"))
+    with pytest.raises(LAMMPSInterfaceError, match="torch.load"):
+        export_model(str(exported[mgp.available_backends()[0]][0]), str(tmp_path / "x.pt"))
