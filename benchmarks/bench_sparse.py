@@ -23,8 +23,9 @@ Usage::
     python benchmarks/bench_sparse.py --preset tiny       # plumbing check (~4 min)
     python benchmarks/bench_sparse.py --timing-only --device cuda --paths-from benchmarks/results/sparse_cpu.json
 
-Results: ``benchmarks/results/sparse_<preset>.json`` and ``.md`` (timing-only runs:
-``sparse_timing_<device>.json/.md``).
+Results: ``benchmarks/results/sparse_<preset>.json`` and ``.md``; ``--timing-only`` adds or
+replaces the timing of its devices in the ``--paths-from`` result (the GPU line above adds
+a CUDA table to ``sparse_cpu``: 2048 atoms, 128 channels with ``--timing-channels 128``).
 """
 
 from __future__ import annotations
@@ -119,11 +120,23 @@ def _layer1_mask(conv: Any, wanted: Sequence[Sequence[int]]) -> list[int]:
     return idx
 
 
+def _timed_call(fn: Any, device: str) -> float:
+    bc.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    bc.synchronize(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
 def time_convs(device: str, cfg: dict[str, Any], kept_by_s: dict[float, Paths], args: argparse.Namespace) -> dict[str, Any]:
-    """Layer-1 conv (op and block) times: e3nn, sparse training form, sparse compact per s."""
+    """Layer-1 conv (op and block) times: e3nn, sparse training form, sparse compact per s.
+
+    All settings are built first and then timed in interleaved rounds (every setting once
+    per round), so a change of machine load hits all of them alike; per setting the best
+    (CPU) or median (GPU) of the rounds is reported, the median always kept in the JSON.
+    """
     cpu = device == "cpu"
-    cells, repeats, warmup = (args.cpu_cells, args.cpu_repeats, 1) if cpu else (args.cells, 20, 5)
-    stat = "min_ms" if cpu else "median_ms"  # shared CPUs: the best of n is the least disturbed
+    cells, rounds, warmup = (args.cpu_cells, args.cpu_repeats, 2) if cpu else (args.cells, 20, 5)
     torch.set_default_dtype(torch.float32)
     system = bs.make_system(cells, 5.0, device)
     n_edges = int(system["edge_index"].shape[1])
@@ -132,7 +145,8 @@ def time_convs(device: str, cfg: dict[str, Any], kept_by_s: dict[float, Paths], 
     settings: list[tuple[str, str, dict[str, str], Optional[float]]] = [("e3nn", "e3nn", {}, None)]
     settings.append(("sparse s=0.5, phases 1-2 (training form)", "sparse", {"sparsity": "0.5"}, None))
     settings += [(f"sparse s={s} compact", "sparse", {"sparsity": str(s)}, s) for s in sorted(kept_by_s)]
-    rows = []
+    keys = [(site, backward) for site in ("conv", "conv block") for backward in (False, True)]
+    entries = []
     for label, name, options, s in settings:
         torch.manual_seed(0)
         spec = bc.BackendSpec((label, name, options))
@@ -143,21 +157,33 @@ def time_convs(device: str, cfg: dict[str, Any], kept_by_s: dict[float, Paths], 
             sb.freeze(inter, [_layer1_mask(inter.conv_tp, kept)])
             inter = sb.compact(inter)
         elif name == "sparse":
-            inter.conv_tp.set_phase(1)
+            inter.conv_tp.set_phase(1)  # a new random subset every call, as in training
         inter, prod = inter.to(device), prod.to(device)
         fns = bs.site_callables(inter, prod, system, hidden, cfg["max_ell"])
         row: dict[str, Any] = {"setting": label, "weights_per_edge": int(inter.conv_tp.weight_numel), "kept_layer1": kept}
-        for site in ("conv", "conv block"):
-            for backward in (False, True):
-                key = f"{site} {'fwd+bwd' if backward else 'fwd'}"
-                timed = bc.time_fn(lambda: fns[site](backward), device, warmup=warmup, repeats=repeats)
-                row[key], row[key + " median"] = timed[stat], timed["median_ms"]
+        entries.append((row, fns, {k: [] for k in keys}))
+        for site, backward in keys:
+            for _ in range(warmup):
+                fns[site](backward)
+    for _ in range(rounds):
+        for row, fns, samples in entries:
+            for site, backward in keys:
+                samples[(site, backward)].append(_timed_call(lambda: fns[site](backward), device))
+    rows = []
+    for row, _, samples in entries:
+        for (site, backward), times in samples.items():
+            key = f"{site} {'fwd+bwd' if backward else 'fwd'}"
+            row[key] = min(times) if cpu else statistics.median(times)
+            row[key + " median"] = statistics.median(times)
         rows.append(row)
-        print(f"  {label:>42}: conv fwd {row['conv fwd']:.2f} ms, fwd+bwd {row['conv fwd+bwd']:.2f} ms", flush=True)
+        print(f"  {row['setting']:>42}: conv fwd {row['conv fwd']:.2f} ms, fwd+bwd {row['conv fwd+bwd']:.2f} ms", flush=True)
     base = rows[0]["conv fwd+bwd"]
     for row in rows:
         row["conv speedup"] = base / row["conv fwd+bwd"]
-    return {"device": device, "atoms": system["n_atoms"], "edges": n_edges, "hidden": str(hidden), "repeats": repeats, "stat": stat, "rows": rows}
+    stamp = bc.machine_stamp([device])
+    stamp["load_average_after"] = list(os.getloadavg())
+    return {"device": device, "atoms": system["n_atoms"], "edges": n_edges, "hidden": str(hidden), "repeats": rounds,
+            "stat": "min_ms" if cpu else "median_ms", "stamp": stamp, "rows": rows}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- report
@@ -204,9 +230,11 @@ def render(result: dict[str, Any]) -> str:
         lines += [
             f"## Layer-1 conv time on {timing['device']}",
             "",
+            f"Machine: {bc.stamp_line(timing['stamp'])}; load average after: {timing['stamp'].get('load_average_after')}.",
+            "",
             f"fcc Cu: {timing['atoms']} atoms, {timing['edges']} edges (r_max 5); hidden {timing['hidden']}, max_ell "
             f"{result['config']['max_ell']}, float32; {'best' if timing['stat'] == 'min_ms' else 'median'} of {timing['repeats']} "
-            "(medians in the JSON); ms. conv = op with gather and scatter; "
+            "interleaved rounds (medians in the JSON); ms. conv = op with gather and scatter; "
             "block = whole interaction block (radial MLP, linears, conv). Sparse compact rows keep the layer-1 paths "
             "that training kept at that sparsity. speedup = e3nn conv fwd+bwd / this.",
             "",
@@ -226,12 +254,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--sparsities", type=lambda t: [float(v) for v in t.split(",")], default=list(SPARSITIES))
     p.add_argument("--device", default="cpu", help="timing devices: cpu, cuda, auto or a comma list")
-    p.add_argument("--timing-only", action="store_true", help="skip training; kept paths from --paths-from")
-    p.add_argument("--paths-from", type=Path, default=None, help="a sparse_*.json whose kept paths the timing uses")
+    p.add_argument("--timing-only", action="store_true", help="skip training: time with the kept paths of --paths-from "
+                   "and write the timing for --device into that result (other devices' timings kept)")
+    p.add_argument("--paths-from", type=Path, default=None, help="a sparse_<preset>.json")
     p.add_argument("--timing-channels", type=int, default=64)
     p.add_argument("--cpu-cells", type=int, default=3, help="fcc cells per side on CPU (3 -> 108 atoms)")
     p.add_argument("--cells", type=int, default=8, help="fcc cells per side on GPU (8 -> 2048 atoms)")
-    p.add_argument("--cpu-repeats", type=int, default=5)
+    p.add_argument("--cpu-repeats", type=int, default=15, help="interleaved timing rounds on CPU")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--data", type=Path, default=Path(os.environ.get("MACE_GAUNT_3BPA", ba.DEFAULT_DATA)))
@@ -246,11 +275,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.timing_only:
         if args.paths_from is None:
             p.error("--timing-only needs --paths-from RESULT.json")
-        source = json.loads(args.paths_from.read_text())
-        result["config"] = cfg = source["config"]
-        result["paths_from"] = str(args.paths_from)
-        kept_by_s = {float(r["options"]["sparsity"]): r["kept_paths"] for r in source["accuracy"] if r["kept_paths"]}
-        name = f"sparse_timing_{'_'.join(devices)}"
+        result = json.loads(args.paths_from.read_text())
+        cfg = result["config"]
+        kept_by_s = {float(r["options"]["sparsity"]): r["kept_paths"] for r in result["accuracy"] if r["kept_paths"]}
+        name = args.paths_from.stem
+        timings = [t for t in result.get("timing", []) if t["device"] not in devices]
     else:
         work = args.work_dir.resolve()
         split = ba.prepare_data(args.data, work, cfg["n_train"], args.seed)
@@ -261,8 +290,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         result["accuracy"] = rows
         kept_by_s = {float(r["options"]["sparsity"]): r["kept_paths"] for r in rows if r["kept_paths"]}
         name = f"sparse_{args.preset}"
-    result["timing"] = [time_convs(d, cfg, kept_by_s, args) for d in devices]
-    result["stamp"]["load_average_after"] = list(os.getloadavg())
+        timings = []
+        result["stamp"]["load_average_after"] = list(os.getloadavg())
+    result["timing"] = timings + [time_convs(d, cfg, kept_by_s, args) for d in devices]
     md = render(result)
     paths = bc.write_results(name, result, md, args.out)
     print(md)

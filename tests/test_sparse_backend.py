@@ -264,6 +264,10 @@ def test_compact_model_equals_masked_model(batch) -> None:
     for block, dense in zip(small.interactions, net.interactions):
         assert block.conv_tp_weights.hs[-1] == block.conv_tp.weight_numel == block.conv_tp_weights.layer2.weight.shape[1]
         assert block.conv_tp.weight_numel < dense.conv_tp.weight_numel
+        # Only the kept paths' output slots reach the (rebuilt) linear after the conv.
+        assert block.linear.irreps_in == block.conv_tp.irreps_out
+        assert block.conv_tp.irreps_out.dim < dense.conv_tp.irreps_out.dim
+        assert block.linear.irreps_out == dense.linear.irreps_out
     assert sb.parameter_count(small) < sb.parameter_count(net)
     assert mgp.backend_of(small) == "sparse" and mgp.backend_options_of(small) == mgp.backend_options_of(net)
     with pytest.raises(BackendError, match="not frozen"):
@@ -278,6 +282,7 @@ def test_compact_radial_mlp_of_nonlinear_interaction(batch) -> None:
         close(a, b)
     last = small.interactions[1].conv_tp_weights.net[-1]
     assert last.out_features == last.bias.shape[0] == small.interactions[1].conv_tp.weight_numel
+    assert small.interactions[1].linear_1.irreps_in == small.interactions[1].conv_tp.irreps_out
 
 
 @pytest.mark.parametrize("form", ["frozen", "compact"])

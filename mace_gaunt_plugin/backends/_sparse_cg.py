@@ -62,26 +62,43 @@ def subset_keys(seed: int, salt: int, step: torch.Tensor, n: int) -> torch.Tenso
     return _mix(torch.remainder(h + idx * 40503 + 7, 2147483648))
 
 
-def subset_tensor_product(tp: o3.TensorProduct, keep: Sequence[int]) -> o3.TensorProduct:
-    """An e3nn ``TensorProduct`` with the same irreps holding only instructions ``keep``
-    (indices into ``tp.instructions``), with exactly the same path normalization.
+def subset_tensor_product(tp: o3.TensorProduct, keep: Sequence[int], drop_empty_outputs: bool = False) -> Tuple[o3.TensorProduct, List[int]]:
+    """An e3nn ``TensorProduct`` holding only instructions ``keep`` (indices into
+    ``tp.instructions``), with exactly ``tp``'s path coefficients.
 
-    Output slots without an instruction are zero. e3nn normalizes a path by the paths that
-    share its output slot; MACE's layout has one path per slot, so the default
-    normalization reproduces ``tp``'s coefficients bit for bit. For other layouts the
-    coefficients are passed explicitly (equal up to rounding).
+    Parameters
+    ----------
+    tp : e3nn.o3.TensorProduct
+        The full product.
+    keep : sequence of int
+        Instructions to keep, in ``tp``'s order.
+    drop_empty_outputs : bool
+        ``False``: same ``irreps_out``, zeros in the slots no kept path writes.
+        ``True``: ``irreps_out`` holds only the slots kept paths write (in order).
+
+    Returns
+    -------
+    (e3nn.o3.TensorProduct, list of int)
+        The product, and for each of its output slots the slot of ``tp`` it is.
+
+    e3nn normalizes a path by the paths sharing its output slot; MACE's layout has one
+    path per slot, so the default normalization reproduces ``tp``'s coefficients bit for
+    bit. For other layouts they are passed explicitly (equal up to rounding).
     """
     instr = [tp.instructions[i] for i in keep]
-    plain = [(ins.i_in1, ins.i_in2, ins.i_out, ins.connection_mode, ins.has_weight) for ins in instr]
+    slots = sorted({ins.i_out for ins in instr}) if drop_empty_outputs else list(range(len(tp.irreps_out)))
+    new_slot = {old: new for new, old in enumerate(slots)}
+    irreps_out = o3.Irreps([tp.irreps_out[j] for j in slots])
+    plain = [(ins.i_in1, ins.i_in2, new_slot[ins.i_out], ins.connection_mode, ins.has_weight) for ins in instr]
     kwargs: dict[str, Any] = dict(shared_weights=False, internal_weights=False)
-    out = o3.TensorProduct(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, plain, **kwargs)
+    out = o3.TensorProduct(tp.irreps_in1, tp.irreps_in2, irreps_out, plain, **kwargs)
     if any(a.path_weight != b.path_weight for a, b in zip(out.instructions, instr)):
         explicit = [p + (ins.path_weight**2,) for p, ins in zip(plain, instr)]
         out = o3.TensorProduct(
-            tp.irreps_in1, tp.irreps_in2, tp.irreps_out, explicit,
+            tp.irreps_in1, tp.irreps_in2, irreps_out, explicit,
             irrep_normalization="none", path_normalization="none", **kwargs,
         )  # fmt: skip
-    return out
+    return out, slots
 
 
 def _path_label(tp: o3.TensorProduct, i: int) -> Path:
@@ -199,7 +216,7 @@ class SparseCGConv(BackendModule):
         old = torch.get_default_dtype()
         torch.set_default_dtype(self.gates.dtype)  # e3nn computes its coefficients in the default dtype
         try:
-            tp = subset_tensor_product(self.tp, keep)
+            tp, _ = subset_tensor_product(self.tp, keep)
         finally:
             torch.set_default_dtype(old)
         self.tp_kept = tp.to(device=self.mask.device)
@@ -299,11 +316,11 @@ class SparseCGConv(BackendModule):
 class CompactCGConv(BackendModule):
     """The frozen ``sparse`` conv: a CG tensor product of the kept paths only.
 
-    ``weight`` holds only the kept paths' radial weights (``weight_numel`` of them);
-    each is scaled by its frozen gate. Output layout is MACE's full ``irreps_mid`` with
-    exact zeros in the dropped paths' slots, so MACE's ``linear`` after the conv is kept
-    unchanged (no renormalization, hence exactly the same function as the masked model).
-    Build it with ``sparse_backend.compact``.
+    ``weight`` holds only the kept paths' radial weights (``weight_numel`` of them), each
+    scaled by its frozen gate. ``irreps_out`` holds only the kept paths' output slots of
+    MACE's ``irreps_mid`` (``slot_index`` says which), so no zeros flow through the
+    product, the scatter and the linear after it; ``sparse_backend.compact`` rebuilds that
+    linear for the smaller input. Build it with ``sparse_backend.compact``.
     """
 
     fused: bool
@@ -317,17 +334,28 @@ class CompactCGConv(BackendModule):
         if conv.phase_now != 3:
             raise ValueError(f"only a frozen (phase 3) sparse conv can be compacted; this one is in phase {conv.phase_now}")
         keep = [i for i in range(conv.n_paths) if bool(conv.mask[i])]
-        self.tp = conv.tp_kept
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(conv.gates.dtype)  # e3nn computes its coefficients in the default dtype
+        try:
+            tp, slots = subset_tensor_product(conv.tp, keep, drop_empty_outputs=True)
+        finally:
+            torch.set_default_dtype(old)
+        device = conv.mask.device
+        self.tp = tp.to(device=device)
         self.irreps_in1 = conv.irreps_in1
         self.irreps_in2 = conv.irreps_in2
-        self.irreps_out = conv.irreps_out
+        self.irreps_out = self.tp.irreps_out
+        self.irreps_mid_full = conv.irreps_out
         self.fused = False
         self.n_paths = conv.n_paths
-        self.weight_numel = int(conv.kept_cols.numel())
+        self.weight_numel = int(self.tp.weight_numel)
         self.all_paths = list(conv.paths)
         self.paths = [conv.paths[i] for i in keep]
-        self.register_buffer("path_index", torch.tensor(keep, dtype=torch.int64, device=conv.mask.device))
+        self.register_buffer("path_index", torch.tensor(keep, dtype=torch.int64, device=device))
+        self.register_buffer("slot_index", torch.tensor(slots, dtype=torch.int64, device=device))
         self.register_buffer("scale", conv.kept_scale.detach().clone())
+        if self.weight_numel != int(self.scale.numel()):
+            raise ValueError(f"kept product has {self.weight_numel} weights, the frozen conv {self.scale.numel()}")
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         if edge_index is not None:

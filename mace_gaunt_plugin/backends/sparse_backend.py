@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
@@ -201,6 +202,59 @@ def _shrink_mlp(mlp: torch.nn.Module, cols: torch.Tensor) -> None:
         mlp.hs = list(mlp.hs[:-1]) + [k]
 
 
+def _linear_after_conv(block: torch.nn.Module, irreps_mid: o3.Irreps) -> tuple[str, o3.Linear]:
+    """The block's e3nn ``Linear`` that reads the conv output (MACE's ``linear``, or
+    ``linear_1`` in the non-linear interaction block)."""
+    found = [(name, m) for name, m in block.named_children() if isinstance(m, o3.Linear) and m.irreps_in == irreps_mid]
+    if len(found) > 1:  # e.g. the non-linear block's linear_2 (target -> target) can match too
+        found = [(name, m) for name, m in found if name in ("linear", "linear_1")]
+    if len(found) != 1:
+        raise BackendError(
+            f"cannot compact {type(block).__name__}: expected one e3nn Linear reading the conv output "
+            f"({irreps_mid}), found {[name for name, _ in found]}"
+        )
+    return found[0]
+
+
+def _shrunk_linear(lin: o3.Linear, slots: list[int]) -> o3.Linear:
+    """``lin`` restricted to input slots ``slots`` (the kept paths' outputs).
+
+    e3nn's ``Linear`` multiplies each weight block by 1/sqrt(fan-in of its output irrep);
+    dropping inputs lowers the fan-in, so every kept block is multiplied by the ratio of
+    the old and new coefficients: the same function up to rounding (~1e-16 relative).
+    """
+    default = [(i, o) for i, (_, a) in enumerate(lin.irreps_in) for o, (_, b) in enumerate(lin.irreps_out) if a == b]
+    weighted = [ins for ins in lin.instructions if ins.i_in != -1]
+    if [(ins.i_in, ins.i_out) for ins in weighted] != default or not lin.internal_weights:
+        raise BackendError("cannot compact a conv whose following Linear has custom instructions or external weights")
+    irreps_in = o3.Irreps([lin.irreps_in[j] for j in slots])
+    old_dtype = torch.get_default_dtype()
+    with torch.random.fork_rng(devices=[]):  # o3.Linear draws initial weights: leave the caller's RNG alone
+        torch.set_default_dtype(lin.weight.dtype)
+        try:
+            new = o3.Linear(irreps_in, lin.irreps_out, internal_weights=True, shared_weights=True, biases=bool(lin.bias_numel))
+        finally:
+            torch.set_default_dtype(old_dtype)
+    new = new.to(lin.weight.device)
+    blocks, offset = {}, 0
+    for ins in weighted:
+        size = math.prod(ins.path_shape)
+        blocks[(ins.i_in, ins.i_out)] = (offset, size, ins.path_weight)
+        offset += size
+    with torch.no_grad():
+        offset = 0
+        for ins in new.instructions:
+            if ins.i_in == -1:
+                continue
+            start, size, weight = blocks[(slots[ins.i_in], ins.i_out)]
+            new.weight[offset : offset + size] = lin.weight[start : start + size] * (weight / ins.path_weight)
+            offset += size
+        if lin.bias_numel:
+            new.bias.copy_(lin.bias)
+    new.weight.requires_grad_(lin.weight.requires_grad)
+    return new
+
+
 def _compact_block(block: torch.nn.Module, conv: SparseCGConv) -> None:
     mlp = getattr(block, "conv_tp_weights", None)
     if mlp is None:
@@ -209,8 +263,11 @@ def _compact_block(block: torch.nn.Module, conv: SparseCGConv) -> None:
     width = n_out.out_features if isinstance(n_out, torch.nn.Linear) else int(n_out.weight.shape[1])
     if width != conv.weight_numel:
         raise BackendError(f"radial MLP gives {width} weights, the sparse conv expects {conv.weight_numel}")
+    name, lin = _linear_after_conv(block, conv.irreps_out)
+    small = CompactCGConv(conv)
+    setattr(block, name, _shrunk_linear(lin, small.slot_index.tolist()))
     _shrink_mlp(mlp, conv.kept_cols)
-    block.conv_tp = CompactCGConv(conv)
+    block.conv_tp = small
 
 
 def compact(model: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
