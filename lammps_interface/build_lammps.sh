@@ -17,7 +17,9 @@
 # module.  `lmp` is linked into the environment's bin/ folder.
 #
 # Usage: bash lammps_interface/build_lammps.sh [--kokkos-cuda ARCH] [--jobs N]
-#                                              [--no-openmp] [--force] [--print-dir]
+#                                              [--no-openmp] [--force] [--print-dir] [--offline]
+#   --offline: install the Python module with the environment's own setuptools instead of
+#   the install-python target (which makes a fresh venv and fetches pip/build/wheel).
 #   ARCH is a Kokkos architecture name such as HOPPER90, AMPERE80, ADA89. KOKKOS needs
 #   Kokkos sources (>= 4.5.01): lib/kokkos of the LAMMPS tree, or KOKKOS_SRC (Debian's
 #   tarball has none).
@@ -36,6 +38,7 @@ JOBS="$(nproc 2>/dev/null || echo 2)"
 OPENMP=on
 FORCE=0
 PRINT_DIR=0
+OFFLINE=0
 
 die() { echo "build_lammps.sh: error: $*" >&2; exit 1; }
 log() { echo "build_lammps.sh: $*" >&2; }
@@ -48,7 +51,8 @@ while [[ $# -gt 0 ]]; do
         --no-openmp)   OPENMP=off; shift ;;
         --force)       FORCE=1; shift ;;
         --print-dir)   PRINT_DIR=1; shift ;;
-        -h|--help)     sed -n '2,27p' "$0"; exit 0 ;;
+        --offline)     OFFLINE=1; shift ;;
+        -h|--help)     sed -n '2,29p' "$0"; exit 0 ;;
         *)             die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -277,8 +281,19 @@ if [[ "$cached_py" != "$PY" ]]; then
         || die "cmake reconfigure for $PY failed (log: $WORK/configure.log)"
 fi
 log "installing the lammps Python module into $PY's environment"
-env -u VIRTUAL_ENV cmake --build "$BUILD" --target install-python >"$WORK/install-python.log" 2>&1 \
-    || { tail -40 "$WORK/install-python.log" >&2; die "install-python failed (log: $WORK/install-python.log)"; }
+if [[ "$OFFLINE" == 1 ]]; then
+    # what install.py does, minus its fresh build venv (which needs the network)
+    stage="$WORK/python-stage"
+    rm -rf "$stage" && cp -a "$WORK/lammps/python" "$stage" && cp "$BUILD/liblammps.so" "$stage/lammps/"
+    (cd "$stage" && env -u VIRTUAL_ENV LAMMPS_SHARED_LIB=liblammps.so \
+        LAMMPS_VERSION_FILE="$WORK/lammps/src/version.h" \
+        "$PY" -m pip install --no-index --no-build-isolation --no-deps --force-reinstall --no-cache-dir . \
+        >"$WORK/install-python.log" 2>&1) \
+        || { tail -40 "$WORK/install-python.log" >&2; die "offline install of the Python module failed (needs setuptools in $PY's environment; log: $WORK/install-python.log)"; }
+else
+    env -u VIRTUAL_ENV cmake --build "$BUILD" --target install-python >"$WORK/install-python.log" 2>&1 \
+        || { tail -40 "$WORK/install-python.log" >&2; die "install-python failed (log: $WORK/install-python.log)"; }
+fi
 ln -sf "$BUILD/lmp" "$PY_BIN_DIR/lmp"
 
 "$PY" - <<'EOF' || die "the installed lammps module does not work"
@@ -292,5 +307,4 @@ lmp.close()
 EOF
 }
 
-main "$@"
-exit $?
+main "$@"; exit $?

@@ -263,7 +263,11 @@ class MACEGauntMLIAP(MLIAPUnified):
         self._on_device = True
 
     def _check_species(self, elems: np.ndarray) -> np.ndarray:
-        if elems.size and (elems.min() < 0 or elems.max() >= len(ELEMENT_TYPES)):
+        if elems.size and elems.min() < 0:
+            raise LAMMPSInterfaceError(
+                "atoms of a type mapped to NULL in pair_coeff are in the model's graph; give every atom type an element"
+            )
+        if elems.size and elems.max() >= len(ELEMENT_TYPES):
             raise LAMMPSInterfaceError(f"LAMMPS passed element indices {sorted(set(elems.tolist()))} out of range")
         species = self._species_of_elem[elems]
         if (species < 0).any():

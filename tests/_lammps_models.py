@@ -3,7 +3,9 @@ for LAMMPS once per test process (shared by test_lammps.py and test_lammps_wrapp
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,7 +21,9 @@ R_MAX = 5.0
 
 @functools.lru_cache(maxsize=None)
 def _root() -> Path:
-    return Path(tempfile.mkdtemp(prefix="mgp_lammps_models_"))
+    root = tempfile.mkdtemp(prefix="mgp_lammps_models_")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return Path(root)
 
 
 #: model sizes: "standard" for the exactness tests, "tiny" (Cu only, r_max 4, 4 channels,

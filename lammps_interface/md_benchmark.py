@@ -1,0 +1,204 @@
+"""LAMMPS MD throughput of MACE models with several TP backends (``python -m
+lammps_interface.md_benchmark``), plus an exactness check of the same LAMMPS path on a
+small float64 system.
+
+For each backend: build a random-weight model (DESIGN.md section 5: fcc Cu, r_max 5,
+128 channels, max_ell 3, hidden L=1, correlation 3, two layers by default), export it
+with ``--device``/``--dtype``, run a standalone ``lmp -in`` NVE run on an N x N x N
+cubic fcc box, and read ns/day from LAMMPS' own ``Performance:`` line of the timed run
+(after a warm-up run). Results go to ``OUT/lammps_md_benchmark.json`` and a table on
+stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DECK = """\
+units metal
+atom_style atomic
+boundary p p p
+lattice fcc 3.61
+region box block 0 {cells} 0 {cells} 0 {cells}
+create_box 1 box
+create_atoms 1 box
+mass 1 63.546
+{attach}
+pair_style mliap unified {model} 0
+pair_coeff * * Cu
+velocity all create 300.0 4928459 mom yes rot yes dist gaussian
+timestep 0.001
+fix nve all nve
+thermo_style custom step temp pe etotal press
+thermo_modify format float %.12g
+thermo {thermo}
+run {warmup}
+run {steps}
+"""
+
+
+def _model(backend: str, args: argparse.Namespace, channels: int, path: Path) -> None:
+    import torch
+
+    import mace_gaunt_plugin as mgp
+    from mace_gaunt_plugin.testing import small_mace_config
+
+    hidden = " + ".join(f"{channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(args.hidden_l + 1))
+    torch.manual_seed(0)
+    cfg = small_mace_config(
+        hidden_irreps=hidden,
+        max_ell=args.max_ell,
+        correlation=3,
+        num_interactions=2,
+        atomic_numbers=(29,),
+        r_max=args.r_max,
+        radial_MLP=[64, 64, 64],
+        avg_num_neighbors=43.0,
+        atomic_energies=[-3.7],
+    )
+    model = mgp.build_model(backend, **cfg)
+    torch.save(model, path)
+
+
+def _exactness(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """LAMMPS (model on args.device, float64) vs ASE on CPU for a small displaced Cu box."""
+    import torch
+    from ase.build import bulk
+
+    from . import harness
+    from .export import export_model
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        _model(backend, args, 8, out / f"{backend}_small.model")
+    finally:
+        torch.set_default_dtype(old)
+    mfile = export_model(str(out / f"{backend}_small.model"), str(out / f"{backend}_small.mliap"), "float64", args.device)
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.rattle(0.08, seed=3)
+    atoms.wrap()
+    got = harness.single_point(mfile, atoms, ["Cu"])
+    ref = harness.ase_reference(str(out / f"{backend}_small.model"), atoms)
+    return {k: harness.max_relative_error(got[k], ref[k]) for k in ("energy", "forces", "virial")}
+
+
+def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from . import harness
+    from .export import export_model
+    from .mliap_unified import INPUT_DECK_LINES
+
+    model_path = out / f"{backend}.model"
+    t0 = time.perf_counter()
+    _model(backend, args, args.channels, model_path)
+    mfile = export_model(str(model_path), str(out / f"{backend}.mliap"), args.dtype, args.device)
+    export_s = time.perf_counter() - t0
+    deck = out / f"in.{backend}"
+    deck.write_text(
+        DECK.format(
+            cells=args.cells, attach=INPUT_DECK_LINES, model=mfile, warmup=args.warmup, steps=args.steps,
+            thermo=max(1, args.steps // 5),
+        )
+    )
+    lmp = harness.find_lmp()
+    if lmp is None:
+        raise SystemExit("no lmp executable: run lammps_interface/build_lammps.sh first")
+    log = out / f"log.{backend}"
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [lmp, "-in", str(deck), "-log", str(log), "-nocite"], cwd=out, env=harness.lmp_env(),
+        capture_output=True, text=True,
+    )
+    wall = time.perf_counter() - t0
+    (out / f"stdout.{backend}").write_text(res.stdout + res.stderr)
+    if res.returncode != 0:
+        sys.stdout.write(res.stdout[-4000:] + res.stderr[-4000:])
+        raise SystemExit(f"lmp failed for backend {backend} (exit {res.returncode})")
+    perf = re.findall(r"Performance: ([0-9.eE+-]+) ns/day, [0-9.eE+-]+ hours/ns, ([0-9.eE+-]+) timesteps/s", res.stdout)
+    loops = re.findall(r"Loop time of ([0-9.eE+-]+) on \d+ procs for (\d+) steps with (\d+) atoms", res.stdout)
+    num = r"[-+0-9.eE]+"
+    rows = re.findall(rf"^\s*\d+\s+{num}\s+{num}\s+({num})\s+{num}\s*$", res.stdout, flags=re.M)
+    etot = [float(m) for m in rows]
+    if len(perf) < 2 or len(loops) < 2:
+        raise SystemExit(f"could not read LAMMPS timings for {backend}; see {out}/stdout.{backend}")
+    natoms = int(loops[-1][2])
+    return {
+        "backend": backend,
+        "atoms": natoms,
+        "ns_per_day": float(perf[-1][0]),
+        "timesteps_per_s": float(perf[-1][1]),
+        "ms_per_step": 1000.0 * float(loops[-1][0]) / int(loops[-1][1]),
+        "warmup_loop_s": float(loops[0][0]),
+        "timed_steps": int(loops[-1][1]),
+        "etotal_drift_ev_per_atom": (abs(etot[-1] - etot[0]) / natoms) if len(etot) > 1 else None,
+        "export_s": round(export_s, 1),
+        "lmp_wall_s": round(wall, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lammps_interface.md_benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--backends", nargs="+", default=["e3nn", "grid"])
+    p.add_argument("--cells", type=int, default=8, help="fcc cubic cells per side (8: 2048 atoms)")
+    p.add_argument("--channels", type=int, default=128)
+    p.add_argument("--max-ell", type=int, default=3)
+    p.add_argument("--hidden-l", type=int, default=1)
+    p.add_argument("--r-max", type=float, default=5.0)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--no-exactness", action="store_true", help="skip the float64 LAMMPS-vs-ASE check")
+    p.add_argument("--out", default="lammps_md_benchmark")
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    import mace_gaunt_plugin as mgp
+
+    missing = [b for b in args.backends if b not in mgp.available_backends()]
+    if missing:
+        raise SystemExit(f"backends {missing} are not registered here (have {mgp.available_backends()})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but torch sees no CUDA GPU")
+    info: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "results": [],
+        "exactness_float64": {},
+    }
+    for backend in args.backends:
+        if not args.no_exactness:
+            info["exactness_float64"][backend] = _exactness(backend, args, out)
+            print(f"[{backend}] LAMMPS vs ASE (float64, model on {args.device}): {info['exactness_float64'][backend]}", flush=True)
+        r = _md(backend, args, out)
+        info["results"].append(r)
+        print(f"[{backend}] {r}", flush=True)
+        (out / "lammps_md_benchmark.json").write_text(json.dumps(info, indent=2))
+    print(f"\nLAMMPS MD, {info['device']}, {args.dtype}, model on {args.device}, "
+          f"{args.channels} channels, hidden L={args.hidden_l}, max_ell {args.max_ell}, r_max {args.r_max}")
+    print(f"{'backend':8s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'drift eV/atom':>14s}")
+    for r in info["results"]:
+        drift = "-" if r["etotal_drift_ev_per_atom"] is None else f"{r['etotal_drift_ev_per_atom']:.2e}"
+        print(f"{r['backend']:8s} {r['atoms']:6d} {r['ns_per_day']:9.4f} {r['ms_per_step']:9.2f} {drift:>14s}")
+    worst = max((max(v.values()) for v in info["exactness_float64"].values()), default=0.0)
+    if worst > 1e-8:
+        print(f"EXACTNESS CHECK FAILED: max relative deviation {worst:.2e} > 1e-8")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
