@@ -10,8 +10,9 @@ Schedule (epochs counted from 0 by ``mace_run_train``; options ``random_epochs``
 * from epoch ``R + G``: phase 3, frozen: fixed path set and gates; only kept paths run.
 
 ``NAME.model`` written by ``mace_run_train`` is compact (:func:`compact`) when the saved
-model reached phase 3: a CG product of the kept paths only and a radial MLP whose last
-layer keeps only their columns. Training state (phase, path mask, step counter, frozen
+model reached phase 3: a CG product of the kept paths only, writing only their output
+slots, the linear after it rebuilt for those slots, and a radial MLP whose last layer
+keeps only their weights. Training state (phase, path mask, step counter, frozen
 gates) lives in buffers, so checkpoints and ``--restart_latest`` resume it exactly.
 
 Functions: :func:`kept_paths`, :func:`freeze`, :func:`compact`, :func:`load_state_dict`.
@@ -42,6 +43,7 @@ __all__ = [
     "compact",
     "load_state_dict",
     "phase_of_epoch",
+    "parameter_count",
     "n_kept",
 ]
 
@@ -272,9 +274,13 @@ def _compact_block(block: torch.nn.Module, conv: SparseCGConv) -> None:
 
 def compact(model: torch.nn.Module, inplace: bool = False) -> torch.nn.Module:
     """The frozen model in compact form: every sparse conv becomes a :class:`CompactCGConv`
-    of its kept paths and its radial MLP's last layer keeps only their columns.
+    of its kept paths (output: only their slots of MACE's ``irreps_mid``), the e3nn
+    ``Linear`` reading the conv output is rebuilt for those slots, and the radial MLP's
+    last layer keeps only the kept paths' weights.
 
-    Computes the same function as the frozen training form (to rounding). Compact
+    Computes the same function as the frozen training form, up to rounding (the linear's
+    fan-in normalization changes and is folded into its weights; tested to 1e-12 in
+    float64). Compact
     models cannot train the path selection further; their state dicts load into a freshly
     built model with :func:`load_state_dict`.
 
