@@ -75,7 +75,7 @@ fi
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
-command -v ninja >/dev/null || need_apt+=(ninja-build)
+command -v ninja >/dev/null || command -v make >/dev/null || need_apt+=(ninja-build)
 command -v xz >/dev/null || need_apt+=(xz-utils)
 if [[ ${#need_apt[@]} -gt 0 ]]; then
     log "installing build tools with apt-get: ${need_apt[*]}"
@@ -84,6 +84,17 @@ if [[ ${#need_apt[@]} -gt 0 ]]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null \
         || die "apt-get install ${need_apt[*]} failed"
 fi
+
+GENERATOR=Ninja
+command -v ninja >/dev/null || GENERATOR="Unix Makefiles"
+"$PY" - <<'EOF' || die "$PY cannot be embedded in LAMMPS (PYTHON package): it needs Python.h and a shared libpython"
+import os, sys, sysconfig
+inc = sysconfig.get_paths()["include"]
+if not os.path.exists(os.path.join(inc, "Python.h")):
+    sys.exit(f"no Python.h in {inc} (install the Python development headers)")
+if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+    sys.exit("this Python has no shared libpython (built without --enable-shared)")
+EOF
 
 # ------------------------------------------------------------------------ cache
 CACHE_ROOT="${MGP_LAMMPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mace-gaunt-plugin}"
@@ -261,7 +272,7 @@ if [[ ! -f "$WORK/.complete" ]]; then
         cxx_opts=(-D "CMAKE_CXX_COMPILER=$WORK/lammps/lib/kokkos/bin/nvcc_wrapper")
     fi
     log "configuring LAMMPS in $BUILD (options key $KEY)"
-    cmake -S "$WORK/lammps/cmake" -B "$BUILD" -G Ninja "${CMAKE_OPTS[@]}" "${cxx_opts[@]}" \
+    cmake -S "$WORK/lammps/cmake" -B "$BUILD" -G "$GENERATOR" "${CMAKE_OPTS[@]}" "${cxx_opts[@]}" \
         -D "Python_EXECUTABLE=$PY" >"$WORK/configure.log" 2>&1 \
         || { tail -40 "$WORK/configure.log" >&2; die "cmake configure failed (log: $WORK/configure.log)"; }
     log "building LAMMPS with $JOBS jobs (a few minutes; log: $WORK/build.log)"

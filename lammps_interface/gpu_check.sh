@@ -36,6 +36,14 @@ main() {
     echo "== gpu_check.sh ($mode) on $(hostname), $(nproc) cores, python $py"
     command -v nvidia-smi >/dev/null && nvidia-smi -L || true
 
+    # -- preflight: what the build needs, all reported at once
+    local t missing=()
+    for t in g++ cmake; do command -v "$t" >/dev/null || missing+=("$t"); done
+    command -v ninja >/dev/null || command -v make >/dev/null || missing+=("ninja or make")
+    "$py" -c 'import numpy, Cython' 2>/dev/null || missing+=("numpy/cython in $py")
+    [[ ${#missing[@]} -eq 0 ]] || { echo "gpu_check.sh: missing: ${missing[*]}" >&2; exit 1; }
+    echo "tools: $(g++ --version | head -1) | $(cmake --version | head -1) | python $("$py" -c 'import sys, sysconfig; print(sys.version.split()[0], "shared libpython:", bool(sysconfig.get_config_var("Py_ENABLE_SHARED")))')"
+
     # -- Python packages the image lacks (wheels from gpu_prepare.sh), our package itself
     site="${MGP_SITE:-/tmp/mgp-site}"
     if [[ "$mode" == gpu ]] && compgen -G "$bundle/wheels/*.whl" >/dev/null; then
