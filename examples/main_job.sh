@@ -2,7 +2,7 @@
 # The main job: train a small MACE model with the `grid` backend on 3BPA through
 # mace_run_train (held-out test errors, 100 steps of ASE Langevin MD with MACECalculator),
 # then export it and run NVT + NVE MD in LAMMPS (pair_style mliap unified).
-# Run after `bash scripts/setup.sh`. Output in ./3bpa_run and examples/lammps/run.
+# Run after `bash scripts/setup.sh`. Output in ./3bpa_run and ./lammps_3bpa_run.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${MACE_GAUNT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mace-gaunt-plugin/venv}

@@ -8,7 +8,7 @@
 # `python examples/train_3bpa.py` writes (run from the same folder).
 # Needs the lammps Python module and lmp: bash lammps_interface/build_lammps.sh
 # Output in ./lammps_3bpa_run/ (model file, data file, log.lammps, 3bpa_traj.xyz).
-# Environment: NVT_STEPS, NVE_STEPS, TEMP (defaults 2000, 2000, 300); MGP_3BPA (the
+# Environment: NVT_STEPS, NVE_STEPS, TEMP (defaults 2000, 2000, 300); MACE_GAUNT_3BPA (the
 # 3BPA data folder, default ../shared/data/3bpa next to the repository).
 set -euo pipefail
 
@@ -20,7 +20,7 @@ main() {
     [[ -f "$model" ]] || { echo "run_md.sh: no model file $model (train one: python examples/train_3bpa.py)" >&2; exit 2; }
     model="$(realpath "$model")"
     device="${2:-cpu}"
-    data_dir="${MGP_3BPA:-$repo/../shared/data/3bpa}"
+    data_dir="${MACE_GAUNT_3BPA:-$repo/../shared/data/3bpa}"
     run="$PWD/lammps_3bpa_run"
     mkdir -p "$run"
 
