@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _toy_backend import make_toy_distribution
 
 import mace_gaunt_plugin as mgp
 from mace_gaunt_plugin.errors import UnknownBackendError
@@ -31,50 +32,8 @@ def test_import_is_cheap() -> None:
     assert out.split() == ["False", "False"]
 
 
-TOY_BACKEND = '''
-from typing import Optional
-import torch
-from e3nn import o3
-from mace_gaunt_plugin.backends.base import BackendModule, TPBackend
-
-
-class ToyConv(BackendModule):
-    """e3nn's CG product wrapped as a plugin module (third-party example)."""
-
-    def __init__(self, irreps_in1, irreps_in2, irreps_out, instructions, options):
-        super().__init__("toy", "conv", options)
-        self.tp = o3.TensorProduct(irreps_in1, irreps_in2, irreps_out, instructions,
-                                   shared_weights=False, internal_weights=False)
-        self.irreps_in1, self.irreps_in2, self.irreps_out = irreps_in1, irreps_in2, irreps_out
-        self.weight_numel = self.tp.weight_numel
-        self.fused = False
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor,
-                edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.tp(x1, x2, weight)
-
-
-class ToyBackend(TPBackend):
-    def build_conv(self, irreps_node, irreps_edge, irreps_out, instructions, options):
-        return ToyConv(irreps_node, irreps_edge, irreps_out, instructions, options)
-
-
-TOY = ToyBackend(name="toy", description="third-party test backend", function_family="cg")
-'''
-
-
-def _make_distribution(root: Path) -> None:
-    (root / "toy_backend.py").write_text(TOY_BACKEND)
-    info = root / "toy_mace_backend-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-mace-backend\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[mace_gaunt_plugin.backends]\ntoy = toy_backend:TOY\nbroken = toy_backend_missing:NOPE\n"
-    )
-
-
 def test_third_party_backend_found_and_builds_model(tmp_path: Path) -> None:
-    _make_distribution(tmp_path)
+    make_toy_distribution(tmp_path, extra_entry_points="broken = toy_backend_missing:NOPE\n")
     script = textwrap.dedent(
         f"""
         import sys, warnings

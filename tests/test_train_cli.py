@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _toy_backend import make_toy_distribution
 
 BACKEND = "grid"
 BIN = Path(sys.executable).parent
@@ -245,62 +246,9 @@ def test_bad_input_is_refused_with_nothing_written(extra: list, hidden: str, mes
     assert _files(tmp_path) == before
 
 
-TOY_BACKEND = '''
-import json, os
-from typing import Optional
-import torch
-from e3nn import o3
-from mace_gaunt_plugin.backends.base import BackendModule, Option, TPBackend
-
-
-class ToyConv(BackendModule):
-    """e3nn's CG conv wrapped as a third-party plugin module."""
-
-    def __init__(self, irreps_in1, irreps_in2, irreps_out, instructions, options):
-        super().__init__("toy", "conv", options)
-        self.tp = o3.TensorProduct(irreps_in1, irreps_in2, irreps_out, instructions,
-                                   shared_weights=False, internal_weights=False)
-        self.irreps_in1, self.irreps_in2, self.irreps_out = irreps_in1, irreps_in2, irreps_out
-        self.weight_numel = self.tp.weight_numel
-        self.fused = False
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor,
-                edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.tp(x1, x2, weight)
-
-
-class ToyBackend(TPBackend):
-    def build_conv(self, irreps_node, irreps_edge, irreps_out, instructions, options):
-        return ToyConv(irreps_node, irreps_edge, irreps_out, instructions, options)
-
-    def on_epoch_start(self, model, epoch, steps_per_epoch):
-        with open(os.environ["TOY_HOOK_LOG"], "a") as f:
-            f.write(json.dumps({"epoch": epoch, "steps": steps_per_epoch,
-                                "convs": sum(isinstance(m, ToyConv) for m in model.modules())}) + "\\n")
-
-    def before_save(self, model):
-        model.toy_before_save_ran = True
-        return model
-
-
-TOY = ToyBackend(name="toy", description="third-party test backend", options=(Option("flavour", "plain", "unused"),),
-                 function_family="cg")
-'''
-
-
-def _toy_distribution(root: Path) -> Path:
-    root.mkdir()
-    (root / "toy_backend.py").write_text(TOY_BACKEND)
-    info = root / "toy_mace_backend-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-mace-backend\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[mace_gaunt_plugin.backends]\ntoy = toy_backend:TOY\n")
-    return root
-
-
 def test_training_hooks_and_a_model_whose_backend_is_not_installed(tiny_xyz: Path, tmp_path: Path) -> None:
     """A third-party backend: its hooks run, and its model loads only where it is installed."""
-    toy = _toy_distribution(tmp_path / "toy")
+    toy = make_toy_distribution(tmp_path / "toy")
     hook_log = tmp_path / "hooks.jsonl"
     workdir = tmp_path / "run"
     with_toy = {"PYTHONPATH": str(toy), "TOY_HOOK_LOG": str(hook_log)}
