@@ -47,7 +47,7 @@ stage "LAMMPS: build from the pruned tree, LAMMPS = ASE on GPU, MD ns/day (2048-
 OUT="$res/lammps" MGP_GPU_BUNDLE="$repo/.gpu_bundle" timeout 170 bash lammps_interface/gpu_check.sh 2>&1 | tail -25
 
 stage "whole model: inference and train step, scans (cuEquivariance included)"
-timeout 130 "$py" benchmarks/bench_model.py --preset gpu --max-minutes 1.7 --out "$res/model_gpu" 2>&1 | tail -40
+timeout 400 "$py" benchmarks/bench_model.py --preset gpu --max-minutes 6 --out "$res/model_gpu" 2>&1 | tail -40
 
 stage "pack"
 tar -czf "$out/gpu_results.tar.gz" -C "$res" .
