@@ -211,7 +211,10 @@ def render(result: dict[str, Any]) -> str:
             f"Test: {split['test']}; " + ", ".join(f"{split['n_test'][t]} at {t}" for t in ba.TEMPERATURES) + ".",
             "",
             "E: total-energy RMSE (meV), F: force RMSE (meV/A) of the saved (last-epoch, compact) model. Far from "
-            "converged: these compare settings under one small budget, not attainable accuracy.",
+            "converged: these compare settings under one small budget, not attainable accuracy (at this budget E is "
+            "dominated by the not yet learned energy offset; F is the informative column). s/epoch: MACE's summed "
+            "training-step times, all phases; the runs ran one after another on a shared machine whose load varied, "
+            "so compare them loosely (the conv timing below interleaves its settings).",
             "",
             "| model | params | s/epoch | " + " | ".join(f"E {t}" for t in ba.TEMPERATURES) + " | " + " | ".join(f"F {t}" for t in ba.TEMPERATURES) + " |",
             "|" + "---|" * (3 + 2 * len(ba.TEMPERATURES)),
@@ -266,7 +269,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--data", type=Path, default=Path(os.environ.get("MACE_GAUNT_3BPA", ba.DEFAULT_DATA)))
     p.add_argument("--work-dir", type=Path, default=bc.RESULTS / "tmp" / "sparse")
     p.add_argument("--out", type=Path, default=bc.RESULTS)
+    p.add_argument("--render-only", type=Path, default=None, metavar="JSON", help="rewrite the .md of a result JSON")
     args = p.parse_args(argv)
+    if args.render_only is not None:
+        args.render_only.with_suffix(".md").write_text(render(json.loads(args.render_only.read_text())))
+        return
     torch.set_num_threads(args.threads)
     cfg = dict(PRESETS[args.preset], seed=args.seed)
     devices = bc.devices_from_arg(args.device)
