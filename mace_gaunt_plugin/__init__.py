@@ -24,6 +24,7 @@ _LAZY = {
     "backend_of": ".mace",
     "backend_options_of": ".mace",
     "switch_backend": ".mace",
+    "kept_paths": ".backends.sparse_backend",
     "BackendError": ".errors",
     "BackendMismatchError": ".errors",
     "BackendOptionError": ".errors",
