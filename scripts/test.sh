@@ -4,6 +4,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bash "$repo/scripts/setup.sh"
 venv=${MACE_GAUNT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mace-gaunt-plugin/venv}
+# shellcheck disable=SC1091
+source "$venv/bin/activate"  # console scripts (mace_run_train, lmp, ...) on PATH, as for users
 cd "$repo"
 # pytest exits non-zero on any failure and with 5 when it collects nothing
-exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
+exec python -m pytest -p no:cacheprovider "$@"
