@@ -89,6 +89,26 @@ def devices_from_arg(text: str) -> list[str]:
 # --------------------------------------------------------------------------- timing
 
 
+def add_timing_arguments(parser: Any) -> None:
+    """The command-line options every timing study shares (device, repeats, threads,
+    dtype, output folder)."""
+    parser.add_argument("--device", default="auto", help="auto (cpu + cuda if present), cpu, cuda, or a comma list")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--cpu-repeats", type=int, default=5)
+    parser.add_argument("--cpu-warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+
+
+def apply_torch_settings(args: Any) -> None:
+    """Torch threads and default dtype from :func:`add_timing_arguments`' options."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_default_dtype(getattr(torch, args.dtype))
+
+
 def synchronize(device: str) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()

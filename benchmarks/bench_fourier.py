@@ -180,28 +180,19 @@ def render_raw(device: str, result: dict[str, Any], stamp: dict[str, Any], args:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="auto", help="auto (cpu + cuda if present), cpu, cuda, or a comma list")
+    bc.add_timing_arguments(p)
     p.add_argument("--L", type=lambda t: [int(v) for v in t.split(",")], default=list(range(1, 9)))
     p.add_argument("--raw-backends", type=lambda t: [v.strip() for v in t.split(",")], default=list(RAW_BACKENDS))
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--samples", type=int, default=512, help="rows of C channels on GPU")
     p.add_argument("--cpu-samples", type=int, default=32, help="rows of C channels on CPU")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--cpu-repeats", type=int, default=5)
-    p.add_argument("--cpu-warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--skip-sites", action="store_true", help="only the raw product")
     p.add_argument("--sites-args", default="", help="extra arguments for bench_sites.py, e.g. '--hidden-L 1,2 --cpu-cells 3'")
-    p.add_argument("--out", type=Path, default=bc.RESULTS)
     args = p.parse_args(argv)
     bad = sorted(set(args.raw_backends) - set(RAW_BACKENDS))
     if bad:
         p.error(f"unknown raw backends {bad}; choose from {list(RAW_BACKENDS)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_default_dtype(getattr(torch, args.dtype))
+    bc.apply_torch_settings(args)
     devices = bc.devices_from_arg(args.device)
     for device in devices:
         stamp = bc.machine_stamp([device])

@@ -235,7 +235,7 @@ def render(device: str, result: dict[str, Any], stamp: dict[str, Any], args: arg
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="e3nn,grid", help="comma list of name[:key=value;key=value] (registered backends)")
-    p.add_argument("--device", default="auto", help="auto (cpu + cuda if present), cpu, cuda, or a comma list")
+    bc.add_timing_arguments(p)
     p.add_argument("--hidden-L", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2, 3])
     p.add_argument("--sites", type=lambda t: [v.strip() for v in t.split(",")], default=list(SITES), help=f"subset of {','.join(SITES)}")
     p.add_argument("--cells", type=int, default=8, help="fcc cubic cells per side on GPU (8 -> 2048 atoms)")
@@ -245,21 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--correlation", type=int, default=3)
     p.add_argument("--r-max", type=float, default=5.0)
     p.add_argument("--rattle", type=float, default=0.05, help="Gaussian displacement of the atoms (A); 0.05 gives DESIGN.md's edge count")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--cpu-repeats", type=int, default=5)
-    p.add_argument("--cpu-warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--name", default="sites", help="result files: results/{name}_{device}.json/.md")
-    p.add_argument("--out", type=Path, default=bc.RESULTS)
     args = p.parse_args(argv)
     bad = sorted(set(args.sites) - set(SITES))
     if bad:
         p.error(f"unknown sites {bad}; choose from {list(SITES)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_default_dtype(getattr(torch, args.dtype))
+    bc.apply_torch_settings(args)
     specs = bc.parse_backend_specs(args.backends)
     baseline = "e3nn" if any(s.label == "e3nn" for s in specs) else specs[0].label
     devices = bc.devices_from_arg(args.device)
