@@ -11,11 +11,14 @@
 #
 # Options: --cpu-smoke     everything on the CPU with a tiny system (tests this script)
 #          --backends "e3nn grid"   --steps N   --warmup N   --dtype float32|float64
+#          --no-openmp     build LAMMPS without the OPENMP package (a shorter build; the
+#                          model runs on the GPU either way)
 set -euo pipefail
 trap 'echo "gpu_check.sh: error: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
 main() {
     local repo bundle results py site mode backends steps warmup dtype
+    local build_opts=()
     repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     bundle="${MGP_GPU_BUNDLE:-$repo/.gpu_bundle}"
     results="${OUT:-$repo/gpu_check_out}"
@@ -28,6 +31,7 @@ main() {
             --steps) steps="$2"; shift 2 ;;
             --warmup) warmup="$2"; shift 2 ;;
             --dtype) dtype="$2"; shift 2 ;;
+            --no-openmp) build_opts+=(--no-openmp); shift ;;
             *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
         esac
     done
@@ -81,7 +85,7 @@ EOF
     local t_build=$SECONDS
     LAMMPS_SRC="$bundle/lammps-pruned.tar.gz" PYTHON="$py" \
         MGP_LAMMPS_CACHE="${MGP_LAMMPS_CACHE:-/tmp/mgp-lammps-cache-$mode}" \
-        bash "$repo/lammps_interface/build_lammps.sh" --jobs "$(nproc)" --offline 2>&1 | tee "$results/build.log"
+        bash "$repo/lammps_interface/build_lammps.sh" --jobs "$(nproc)" --offline ${build_opts[@]+"${build_opts[@]}"} 2>&1 | tee "$results/build.log"
     echo "== LAMMPS build + install: $((SECONDS - t_build)) s"
 
     # -- exactness (float64) + MD throughput

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# The one GPU run: install carried wheels, check correctness on CUDA, time the sites,
-# LAMMPS MD and the whole model, pack every result into $OUT/gpu_results.tar.gz.
+# The one GPU run: install carried wheels, then the stages named in MGP_GPU_STAGES, in
+# that order, and pack every result into $OUT/gpu_results.tar.gz.
 #
 # Prepare here (network):  bash benchmarks/gpu/prepare.sh   (.whl/ and .gpu_bundle/)
 # Run there (no network):  bash benchmarks/gpu/run_all.sh   with carry [.whl, .gpu_bundle]
-# Stages run in order of priority, each under its own time limit, and a failed stage
-# does not stop the later ones (its log says why). Summary on stdout.
+#
+# Stages (MGP_GPU_STAGES, default "lammps cuda model"; put the one you need most first):
+#   lammps  LAMMPS built from the pruned tree, LAMMPS = ASE (float64, model on the GPU),
+#           2048-atom Cu NVE MD ns/day for e3nn and grid (lammps_interface/gpu_check.sh)
+#   cuda    tests/test_cuda.py: every backend, CUDA = CPU
+#   sites   bench_sites.py: conv and product sites, hidden L = 1, 2, 3
+#   model   bench_model.py --preset gpu: whole model, every backend and cuEquivariance
+# The whole command keeps to MGP_GPU_DEADLINE seconds (default 540, under the device's
+# 600 s per call): each stage gets a time limit, the last one what is left, and a failed
+# stage does not stop the later ones (its log says why).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT:-$repo/gpu_out}
@@ -13,8 +21,14 @@ res=$out/results
 mkdir -p "$res"
 py=${PYTHON:-python3}
 site=/tmp/mgp-site
+stages=${MGP_GPU_STAGES:-lammps cuda model}
+deadline=${MGP_GPU_DEADLINE:-540}
+pack_s=15
 t0=$SECONDS
 stage() { echo; echo "=== [$((SECONDS - t0)) s] $*"; }
+left() { echo $((deadline - pack_s - (SECONDS - t0))); }
+# limit N: N seconds, or what is left before the deadline if that is less (at least 1)
+limit() { local l; l=$(left); ((l < $1)) || l=$1; ((l > 0)) || l=1; echo "$l"; }
 
 stage "machine"
 nvidia-smi -L; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -36,18 +50,29 @@ import cuequivariance_torch, cuequivariance_ops_torch  # noqa: F401  (without th
 print("cuequivariance_ops_torch OK")
 PY
 
-stage "correctness on CUDA (tests/test_cuda.py)"
-timeout 120 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$res/test_cuda.log"
-
-stage "sites: conv and product, every backend vs e3nn, hidden L = 1, 2, 3 (2048-atom Cu)"
-timeout 140 "$py" benchmarks/bench_sites.py --device cuda --hidden-L 1,2,3 \
-  --backends e3nn,grid,gaunt,sparse --out "$res" 2>&1 | tail -40
-
-stage "LAMMPS: build from the pruned tree, LAMMPS = ASE on GPU, MD ns/day (2048-atom Cu)"
-OUT="$res/lammps" MGP_GPU_BUNDLE="$repo/.gpu_bundle" timeout 170 bash lammps_interface/gpu_check.sh 2>&1 | tail -25
-
-stage "whole model: inference and train step, scans (cuEquivariance included)"
-timeout 400 "$py" benchmarks/bench_model.py --preset gpu --max-minutes 6 --out "$res/model_gpu" 2>&1 | tail -40
+for s in $stages; do
+  case $s in
+    lammps)
+      stage "LAMMPS: build from the pruned tree, LAMMPS = ASE on GPU, MD ns/day (2048-atom Cu)"
+      OUT="$res/lammps" MGP_GPU_BUNDLE="$repo/.gpu_bundle" timeout "$(limit 300)" \
+        bash lammps_interface/gpu_check.sh --no-openmp 2>&1 | tail -40 ;;
+    cuda)
+      stage "correctness on CUDA (tests/test_cuda.py)"
+      timeout "$(limit 90)" "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$res/test_cuda.log" ;;
+    sites)
+      stage "sites: conv and product, every backend vs e3nn, hidden L = 1, 2, 3 (2048-atom Cu)"
+      timeout "$(limit 140)" "$py" benchmarks/bench_sites.py --device cuda --hidden-L 1,2,3 \
+        --backends e3nn,grid,gaunt,sparse --out "$res" 2>&1 | tail -40 ;;
+    model)
+      stage "whole model: inference and train step, scans (cuEquivariance included)"
+      # start no new case in the last ~70 s; what ran is written after every case
+      l=$(limit 600)
+      timeout "$l" "$py" benchmarks/bench_model.py --preset gpu \
+        --max-minutes "$(awk -v l="$l" 'BEGIN { m = (l - 70) / 60; print (m > 0.1 ? m : 0.1) }')" \
+        --out "$res/model_gpu" 2>&1 | tail -40 ;;
+    *) echo "run_all.sh: unknown stage '$s' (lammps cuda sites model)" ;;
+  esac
+done
 
 stage "pack"
 tar -czf "$out/gpu_results.tar.gz" -C "$res" .
