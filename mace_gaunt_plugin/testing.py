@@ -4,7 +4,8 @@ must pass. Importing this module imports torch and mace."""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from e3nn import o3
 
 __all__ = [
     "TOLERANCES",
+    "default_dtype",
     "small_mace_config",
     "atoms_to_batch",
     "model_energy_forces",
@@ -22,6 +24,18 @@ __all__ = [
 
 #: Absolute tolerances for float comparisons that should be exact up to rounding.
 TOLERANCES = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[torch.dtype]:
+    """Run a block with torch's default dtype set to ``dtype`` (models and batches are
+    built in it) and restore the previous default afterwards, also on error."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield dtype
+    finally:
+        torch.set_default_dtype(old)
 
 
 def small_mace_config(

@@ -13,7 +13,7 @@ import torch
 
 import mace_gaunt_plugin as mgp
 from lammps_interface import export_model
-from mace_gaunt_plugin.testing import small_mace_config
+from mace_gaunt_plugin.testing import default_dtype, small_mace_config
 
 Z_MODEL = (1, 6, 7, 8, 29)  # 3BPA's H, C, N, O and Cu
 R_MAX = 5.0
@@ -40,15 +40,11 @@ def exported_model(backend: str, size: str = "standard") -> tuple[Path, Path]:
     """(eager .model path, exported LAMMPS file) for ``backend`` and a size of CONFIGS."""
     from e3nn import o3
 
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         torch.manual_seed(0)
         cfg = small_mace_config(**CONFIGS[size])
         cfg["MLP_irreps"] = o3.Irreps(str(cfg["MLP_irreps"]))
         model = mgp.build_model(backend, **cfg)
-    finally:
-        torch.set_default_dtype(old)
     path = _root() / f"{backend}_{size}.model"
     torch.save(model, path)
     return path, Path(export_model(str(path), str(_root() / f"{backend}_{size}.mliap")))

@@ -32,10 +32,10 @@ def bpa_atoms(data_3bpa: Path) -> list:
 def float64():
     import torch
 
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield torch.float64
-    torch.set_default_dtype(old)
+    from mace_gaunt_plugin.testing import default_dtype
+
+    with default_dtype(torch.float64) as dtype:
+        yield dtype
 
 
 @pytest.fixture(scope="session")

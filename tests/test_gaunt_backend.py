@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 
-import ase.io
 import pytest
 import torch
 from e3nn import o3
@@ -17,7 +16,7 @@ import mace_gaunt_plugin as mgp
 from mace_gaunt_plugin.backends._sphere_sites import EngineSpec
 from mace_gaunt_plugin.backends.gaunt_backend import FourierEngine
 from mace_gaunt_plugin.backends.grid_backend import GridEngine
-from mace_gaunt_plugin.testing import TOLERANCES, atoms_to_batch, model_energy_forces, small_mace_config
+from mace_gaunt_plugin.testing import TOLERANCES, atoms_to_batch, default_dtype, model_energy_forces, small_mace_config
 
 GAUNT = mgp.get_backend("gaunt")
 
@@ -103,13 +102,11 @@ def test_gaunt_model_equals_same_weight_grid_model(options, overrides, bpa_atoms
 
 
 def test_float32_model_matches_float64(bpa_atoms, one_thread) -> None:
-    old = torch.get_default_dtype()
-    try:
-        torch.set_default_dtype(torch.float64)
+    with default_dtype(torch.float64):
         _, model64, cfg = _same_weight_models({}, hidden_irreps="4x0e + 4x1o")
         batch64 = atoms_to_batch(bpa_atoms[:1], cfg["atomic_numbers"], cfg["r_max"])
         e64, f64 = model_energy_forces(model64, batch64)
-        torch.set_default_dtype(torch.float32)
+    with default_dtype(torch.float32):
         model32 = mgp.build_model("gaunt", **small_mace_config(hidden_irreps="4x0e + 4x1o"))
         reference = dict(model64.named_parameters())
         with torch.no_grad():
@@ -117,8 +114,6 @@ def test_float32_model_matches_float64(bpa_atoms, one_thread) -> None:
                 p.copy_(reference[name])
         batch32 = atoms_to_batch(bpa_atoms[:1], cfg["atomic_numbers"], cfg["r_max"])
         e32, f32 = model_energy_forces(model32, batch32)
-    finally:
-        torch.set_default_dtype(old)
     assert e32.dtype == torch.float32
     scale = float(e64.abs().max())
     torch.testing.assert_close(e32.double(), e64, atol=TOLERANCES[torch.float32] * scale, rtol=0)

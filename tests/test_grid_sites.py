@@ -20,7 +20,7 @@ import mace_gaunt_plugin as mgp
 from mace_gaunt_plugin.backends._sphere_sites import power_projection_rms
 from mace_gaunt_plugin.errors import BackendOptionError, UnsupportedIrrepsError
 from mace_gaunt_plugin.so3 import gaunt_tensor
-from mace_gaunt_plugin.testing import TOLERANCES, random_orthogonal, small_mace_config
+from mace_gaunt_plugin.testing import TOLERANCES, default_dtype, random_orthogonal, small_mace_config
 
 GRID = mgp.get_backend("grid")
 OPTS = GRID.resolve_options({})
@@ -175,12 +175,8 @@ def test_conv_matches_gaunt_reference(irreps1, irreps2, mode, float64) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_conv_float32_and_float64(dtype) -> None:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with default_dtype(dtype):
         conv, i1, i2, out = _build_conv("4x0e+4x1o+4x2e", "1x0e+1x1o+1x2e+1x3o", "l2")
-    finally:
-        torch.set_default_dtype(old)
     assert conv.engine.project.dtype == dtype
     x1, _, x2, w, ei = _conv_inputs(i1, i2, conv)
     ref = reference_conv(x1, x2, w, i1, i2, out, False, ei)
@@ -225,12 +221,8 @@ def test_product_matches_gaunt_reference(irreps_in, irreps_out, correlation, flo
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_product_float32_and_float64(dtype) -> None:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with default_dtype(dtype):
         prod = _build_product("3x0e+3x1o+3x2e+3x3o", "3x0e+3x1o", 3)
-    finally:
-        torch.set_default_dtype(old)
     feats, attrs = _product_inputs(prod)
     ref = reference_product(feats, attrs, prod.weights.detach().double(), prod.irreps_in, prod.irreps_out, 3)
     got = prod(feats.to(dtype), attrs.to(dtype))

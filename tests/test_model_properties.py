@@ -19,30 +19,23 @@ from e3nn.util import jit
 from mace import modules
 
 import mace_gaunt_plugin as mgp
-from mace_gaunt_plugin.testing import atoms_to_batch, model_energy_forces, random_orthogonal, small_mace_config
+from mace_gaunt_plugin.testing import atoms_to_batch, default_dtype, model_energy_forces, random_orthogonal, small_mace_config
 
 BACKENDS = mgp.available_backends()
 ATOL = 1e-10
 
 
-def _in_float64(fn, *args: Any, **kwargs: Any) -> Any:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        torch.set_default_dtype(old)
-
-
 def _build(backend: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
     cfg = small_mace_config(**overrides)
     torch.manual_seed(seed)
-    return _in_float64(mgp.build_model, backend, **cfg)
+    with default_dtype(torch.float64):
+        return mgp.build_model(backend, **cfg)
 
 
 def _batch(atoms_list: list) -> dict[str, torch.Tensor]:
     cfg = small_mace_config()
-    return _in_float64(atoms_to_batch, atoms_list, cfg["atomic_numbers"], cfg["r_max"])
+    with default_dtype(torch.float64):
+        return atoms_to_batch(atoms_list, cfg["atomic_numbers"], cfg["r_max"])
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +176,8 @@ def _n_params(net: torch.nn.Module) -> int:
 def test_grid_has_fewer_parameters_than_e3nn() -> None:
     e3nn = _n_params(_model("e3nn"))
     for mode in ("l2", "l1l2"):
-        grid = _n_params(_in_float64(mgp.build_model, "grid", backend_options={"conv_weights": mode}, **small_mace_config()))
+        with default_dtype(torch.float64):
+            grid = _n_params(mgp.build_model("grid", backend_options={"conv_weights": mode}, **small_mace_config()))
         assert grid < e3nn, (mode, grid, e3nn)
 
 

@@ -22,25 +22,17 @@ import mace_gaunt_plugin as mgp
 from mace_gaunt_plugin.backends import sparse_backend as sb
 from mace_gaunt_plugin.backends._sparse_cg import CompactCGConv, SparseCGConv, n_kept, subset_keys
 from mace_gaunt_plugin.errors import BackendError, BackendOptionError, UnsupportedIrrepsError
-from mace_gaunt_plugin.testing import atoms_to_batch, model_energy_forces, random_orthogonal, small_mace_config
+from mace_gaunt_plugin.testing import atoms_to_batch, default_dtype, model_energy_forces, random_orthogonal, small_mace_config
 
 CFG = dict(hidden_irreps="4x0e + 4x1o", max_ell=2, correlation=2)
 OPTS = {"sparsity": 0.5, "random_epochs": 1, "gated_epochs": 1, "seed": 3}
 EXACT = 1e-12
 
 
-def _float64(fn, *args: Any, **kwargs: Any) -> Any:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        torch.set_default_dtype(old)
-
-
 def _build(backend: str, options: dict | None = None, seed: int = 0, **overrides: Any) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return _float64(mgp.build_model, backend, backend_options=options, **small_mace_config(**{**CFG, **overrides}))
+    with default_dtype(torch.float64):
+        return mgp.build_model(backend, backend_options=options, **small_mace_config(**{**CFG, **overrides}))
 
 
 _CACHE: dict[str, torch.nn.Module] = {}
@@ -63,7 +55,8 @@ def batch(data_3bpa) -> dict[str, torch.Tensor]:
 
     atoms = ase.io.read(data_3bpa / "train_mixedT.xyz", "0:3")
     cfg = small_mace_config(**CFG)
-    return _float64(atoms_to_batch, atoms, cfg["atomic_numbers"], cfg["r_max"])
+    with default_dtype(torch.float64):
+        return atoms_to_batch(atoms, cfg["atomic_numbers"], cfg["r_max"])
 
 
 def evaluate(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,7 +299,9 @@ def test_random_subset_is_o3_equivariant_with_exact_forces(form, data_3bpa) -> N
             a.positions[atom, axis] += sign * h
             variants.append(a)
     cfg = small_mace_config(**CFG)
-    e, f = evaluate(net, _float64(atoms_to_batch, variants, cfg["atomic_numbers"], cfg["r_max"]))
+    with default_dtype(torch.float64):
+        fd_batch = atoms_to_batch(variants, cfg["atomic_numbers"], cfg["r_max"])
+    e, f = evaluate(net, fd_batch)
     f = f.reshape(len(variants), len(mol), 3)
     assert f[0].abs().max() > 1e-6
     for k, r in enumerate(rots, start=1):
@@ -425,7 +420,8 @@ def test_twice_differentiable() -> None:
     from mace.modules.irreps_tools import tp_out_irreps_with_instructions
 
     mid, instr = tp_out_irreps_with_instructions(irreps1, irreps2, o3.Irreps("2x0e + 2x1o + 2x2e"))
-    conv = _float64(SparseCGConv, irreps1, irreps2, mid, instr, {**OPTS})
+    with default_dtype(torch.float64):
+        conv = SparseCGConv(irreps1, irreps2, mid, instr, {**OPTS})
     with torch.no_grad():
         conv.gates.copy_(torch.linspace(0.5, 1.5, conv.n_paths, dtype=torch.float64))
     conv.set_phase(1)

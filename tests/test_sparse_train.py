@@ -22,7 +22,7 @@ import torch
 
 from mace_gaunt_plugin.backends import sparse_backend as sb
 from mace_gaunt_plugin.backends._sparse_cg import CompactCGConv, SparseCGConv
-from mace_gaunt_plugin.testing import atoms_to_batch, model_energy_forces
+from mace_gaunt_plugin.testing import atoms_to_batch, default_dtype, model_energy_forces
 
 pytestmark = pytest.mark.slow
 
@@ -124,12 +124,8 @@ def test_mace_run_train_crosses_all_phases_and_saves_compact(tmp_path, data_3bpa
     assert not missing and not unexpected
     assert sb.kept_paths(dense) == kept
 
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         batch = atoms_to_batch(ase.io.read(data_3bpa / "train_mixedT.xyz", "0:3"), [1, 6, 7, 8], 4.0)
-    finally:
-        torch.set_default_dtype(old)
     e_small = _energies(small, batch)
     torch.testing.assert_close(e_small, _energies(dense, batch), rtol=0, atol=1e-10)
 
