@@ -8,6 +8,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 for d in /.whl/ /.gpu_bundle/; do grep -qx "$d" .git/info/exclude || echo "$d" >> .git/info/exclude; done
 mkdir -p .whl
+rm -f .whl/*.whl   # fresh downloads: two wheels of one package make the install there fail
 plats=(); for n in 39 35 34 31 28 27 24 17; do plats+=(--platform "manylinux_2_${n}_x86_64"); done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   "${plats[@]}" --platform manylinux2014_x86_64 --platform any -d .whl \
