@@ -73,15 +73,13 @@ def _exactness(backend: str, args: argparse.Namespace, out: Path) -> dict[str, A
     import torch
     from ase.build import bulk
 
+    from mace_gaunt_plugin.testing import default_dtype
+
     from . import harness
     from .export import export_model
 
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         _model(backend, args, 8, out / f"{backend}_small.model")
-    finally:
-        torch.set_default_dtype(old)
     mfile = export_model(str(out / f"{backend}_small.model"), str(out / f"{backend}_small.mliap"), "float64", args.device)
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     atoms.rattle(0.08, seed=3)
