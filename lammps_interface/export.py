@@ -2,7 +2,8 @@
 ``pair_style mliap unified FILE 0``.
 
 The file is a pickle of :class:`~lammps_interface.mliap_unified.MACEGauntMLIAP` holding
-the model core in TorchScript (and the eager model, for the KOKKOS exchange path). Its
+the model core in TorchScript and the eager model (for the KOKKOS exchange path, and for
+``--engine eager``, which runs the core without TorchScript). Its
 name must not end in ``.pt``/``.pth``: LAMMPS reads those with ``torch.load``, which on
 torch >= 2.6 refuses pickled classes unless ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set
 in the LAMMPS process; any other name is read with plain ``pickle``.
@@ -38,15 +39,17 @@ def export_model(
     dtype: str = "float64",
     device: str = "cpu",
     head: Optional[str] = None,
+    engine: str = "torchscript",
 ) -> str:
-    """Export the MACE model saved at ``model_path``; returns the path written."""
+    """Export the MACE model saved at ``model_path``; returns the path written. ``engine``
+    (``torchscript`` or ``eager``) picks how LAMMPS runs the model core."""
     import pickle
 
     import torch
 
     import mace  # noqa: F401  (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD for e3nn, before torch.load)
 
-    from .mliap_unified import MACEGauntMLIAP
+    from .mliap_unified import ENGINES, MACEGauntMLIAP
 
     output = output or default_output(model_path)
     if output.endswith((".pt", ".pth")):
@@ -56,6 +59,8 @@ def export_model(
         )
     if dtype not in _DTYPES:
         raise LAMMPSInterfaceError(f"dtype must be one of {_DTYPES}, not {dtype!r}")
+    if engine not in ENGINES:
+        raise LAMMPSInterfaceError(f"engine must be one of {ENGINES}, not {engine!r}")
     if not os.path.isfile(model_path):
         raise LAMMPSInterfaceError(f"model file {model_path!r} does not exist")
     try:
@@ -69,7 +74,7 @@ def export_model(
         raise LAMMPSInterfaceError(
             f"{model_path!r} holds a {type(model).__name__}; give the eager .model file, not *_compiled.model"
         )
-    wrapper = MACEGauntMLIAP.from_model(model, dtype=getattr(torch, dtype), device=device, head=head)
+    wrapper = MACEGauntMLIAP.from_model(model, dtype=getattr(torch, dtype), device=device, head=head, engine=engine)
     tmp = output + ".tmp"
     with open(tmp, "wb") as f:
         pickle.dump(wrapper, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -88,9 +93,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dtype", choices=_DTYPES, default="float64", help="precision of the exported model")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs in LAMMPS")
     parser.add_argument("--head", default=None, help="head of a multi-head model (default: the last)")
+    parser.add_argument("--engine", choices=("torchscript", "eager"), default="torchscript",
+                        help="run the model core as TorchScript (default) or as the eager module (needs this plugin "
+                             "in LAMMPS' Python either way)")
     args = parser.parse_args(argv)
     try:
-        out = export_model(args.model, args.output, dtype=args.dtype, device=args.device, head=args.head)
+        out = export_model(args.model, args.output, dtype=args.dtype, device=args.device, head=args.head,
+                           engine=args.engine)
     except LAMMPSInterfaceError as exc:
         print(f"mace_gaunt_create_lammps_model: error: {exc}", file=sys.stderr)
         return 2

@@ -13,17 +13,19 @@
 #          --backends "e3nn grid"   --steps N   --warmup N   --dtype float32|float64
 #          --no-openmp     build LAMMPS without the OPENMP package (a shorter build; the
 #                          model runs on the GPU either way)
+#          --engine torchscript|eager   how LAMMPS runs the model core (md_benchmark times
+#                          the core both ways regardless)
 set -euo pipefail
 trap 'echo "gpu_check.sh: error: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
 main() {
-    local repo bundle results py site mode backends steps warmup dtype
+    local repo bundle results py site mode backends steps warmup dtype engine
     local build_opts=()
     repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     bundle="${MGP_GPU_BUNDLE:-$repo/.gpu_bundle}"
     results="${OUT:-$repo/gpu_check_out}"
     py="$(command -v "${PYTHON:-python3}")"
-    mode=gpu; backends="e3nn grid"; steps=100; warmup=20; dtype=float32
+    mode=gpu; backends="e3nn grid"; steps=100; warmup=20; dtype=float32; engine=torchscript
     while [[ $# -gt 0 ]]; do
         case "$1" in
             --cpu-smoke) mode=cpu; shift ;;
@@ -31,6 +33,7 @@ main() {
             --steps) steps="$2"; shift 2 ;;
             --warmup) warmup="$2"; shift 2 ;;
             --dtype) dtype="$2"; shift 2 ;;
+            --engine) engine="$2"; shift 2 ;;
             --no-openmp) build_opts+=(--no-openmp); shift ;;
             *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
         esac
@@ -91,7 +94,7 @@ EOF
     # -- exactness (float64) + MD throughput
     local work="${MGP_GPU_WORK:-/tmp/mgp-gpu-work-$mode}"
     mkdir -p "$work"
-    local args=(--backends $backends --out "$work" --steps "$steps" --warmup "$warmup" --dtype "$dtype")
+    local args=(--backends $backends --out "$work" --steps "$steps" --warmup "$warmup" --dtype "$dtype" --engine "$engine")
     if [[ "$mode" == cpu ]]; then
         args+=(--device cpu --cells 2 --channels 8 --max-ell 2)
     else

@@ -13,6 +13,7 @@ stdout.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import re
@@ -21,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 DECK = """\
 units metal
@@ -80,7 +83,7 @@ def _exactness(backend: str, args: argparse.Namespace, out: Path) -> dict[str, A
 
     with default_dtype(torch.float64):
         _model(backend, args, 8, out / f"{backend}_small.model")
-    mfile = export_model(str(out / f"{backend}_small.model"), str(out / f"{backend}_small.mliap"), "float64", args.device)
+    mfile = export_model(str(out / f"{backend}_small.model"), str(out / f"{backend}_small.mliap"), "float64", args.device, engine=args.engine)
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     atoms.rattle(0.08, seed=3)
     atoms.wrap()
@@ -97,7 +100,7 @@ def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     model_path = out / f"{backend}.model"
     t0 = time.perf_counter()
     _model(backend, args, args.channels, model_path)
-    mfile = export_model(str(model_path), str(out / f"{backend}.mliap"), args.dtype, args.device)
+    mfile = export_model(str(model_path), str(out / f"{backend}.mliap"), args.dtype, args.device, engine=args.engine)
     export_s = time.perf_counter() - t0
     deck = out / f"in.{backend}"
     deck.write_text(
@@ -142,6 +145,48 @@ def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     }
 
 
+def _core_split(args: argparse.Namespace, model_path: Path, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds per call of the exported model core alone (TorchScript, as LAMMPS runs
+    it) and of the same core in eager mode, on graphs of the benchmark's box: LAMMPS'
+    ms/step minus these is what the wrapper and LAMMPS add. Three rattled copies are
+    cycled so that the edge count changes between calls, as it does in MD."""
+    import torch
+    from ase.build import bulk
+    from ase.neighborlist import neighbor_list
+
+    from ._core import MACEEdgeCore, script_core
+
+    dev = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    model = torch.load(model_path, map_location="cpu", weights_only=False).to(dtype).eval()
+    scripted = script_core(copy.deepcopy(model)).to(dev)  # what the export writes
+    eager = MACEEdgeCore(model).to(dev).eval()
+    graphs = []
+    for seed in range(3):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(args.cells)
+        atoms.rattle(0.05, seed=seed)
+        i, j, d = neighbor_list("ijD", atoms, args.r_max)
+        graphs.append((
+            torch.as_tensor(d, dtype=torch.float64, device=dev),
+            torch.as_tensor(np.stack([i, j]), dtype=torch.int64, device=dev),
+            torch.zeros(len(atoms), dtype=torch.int64, device=dev),
+        ))  # fmt: skip
+
+    def per_call_ms(core: Any) -> float:
+        for k in range(6):  # TorchScript's profiling executor specialises over the first calls
+            core(*graphs[k % 3])
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for k in range(repeats):
+            core(*graphs[k % 3])
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return 1000.0 * (time.perf_counter() - t0) / repeats
+
+    return {"scripted": round(per_call_ms(scripted), 3), "eager": round(per_call_ms(eager), 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lammps_interface.md_benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", nargs="+", default=["e3nn", "grid"])
@@ -155,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--no-exactness", action="store_true", help="skip the float64 LAMMPS-vs-ASE check")
+    p.add_argument("--engine", choices=("torchscript", "eager"), default="torchscript", help="how LAMMPS runs the core")
+    p.add_argument("--no-core-split", action="store_true", help="skip timing the model core alone (scripted and eager)")
     p.add_argument("--out", default="lammps_md_benchmark")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
@@ -182,15 +229,20 @@ def main(argv: list[str] | None = None) -> int:
             info["exactness_float64"][backend] = _exactness(backend, args, out)
             print(f"[{backend}] LAMMPS vs ASE (float64, model on {args.device}): {info['exactness_float64'][backend]}", flush=True)
         r = _md(backend, args, out)
+        if not args.no_core_split:
+            r["core_ms"] = _core_split(args, out / f"{backend}.model")
         info["results"].append(r)
         print(f"[{backend}] {r}", flush=True)
         (out / "lammps_md_benchmark.json").write_text(json.dumps(info, indent=2))
-    print(f"\nLAMMPS MD, {info['device']}, {args.dtype}, model on {args.device}, "
+    print(f"\nLAMMPS MD, {info['device']}, {args.dtype}, model on {args.device} ({args.engine}), "
           f"{args.channels} channels, hidden L={args.hidden_l}, max_ell {args.max_ell}, r_max {args.r_max}")
-    print(f"{'backend':8s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'drift eV/atom':>14s}")
+    print(f"{'backend':8s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'drift eV/atom':>14s} "
+          f"{'core ms (script)':>17s} {'core ms (eager)':>16s}")
     for r in info["results"]:
         drift = "-" if r["etotal_drift_ev_per_atom"] is None else f"{r['etotal_drift_ev_per_atom']:.2e}"
-        print(f"{r['backend']:8s} {r['atoms']:6d} {r['ns_per_day']:9.4f} {r['ms_per_step']:9.2f} {drift:>14s}")
+        core = r.get("core_ms", {})
+        print(f"{r['backend']:8s} {r['atoms']:6d} {r['ns_per_day']:9.4f} {r['ms_per_step']:9.2f} {drift:>14s} "
+              f"{core.get('scripted', float('nan')):17.2f} {core.get('eager', float('nan')):16.2f}")
     worst = max((max(v.values()) for v in info["exactness_float64"].values()), default=0.0)
     if worst > 1e-8:
         print(f"EXACTNESS CHECK FAILED: max relative deviation {worst:.2e} > 1e-8")

@@ -3,7 +3,9 @@
 :class:`MACEGauntMLIAP` is what ``mace_gaunt_create_lammps_model`` writes (pickled).
 LAMMPS reads a file whose name does not end in ``.pt``/``.pth`` with plain ``pickle``,
 which imports this module, so no ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is needed in the
-LAMMPS process. The model core inside is TorchScript (loaded with ``torch.jit.load``).
+LAMMPS process. The model core inside is TorchScript (loaded with ``torch.jit.load``);
+an export with ``engine="eager"`` runs the same core as a plain ``torch.nn.Module`` built
+from the eager model in the file instead (measured faster on CPU; see md_benchmark).
 
 Two execution paths:
 
@@ -52,10 +54,14 @@ except ImportError:  # exporting needs no LAMMPS; the pickle names only this mod
             self.rcutfac = rcutfac
 
 
-__all__ = ["MACEGauntMLIAP", "attach_lammps", "load_model_file", "INPUT_DECK_LINES", "FORMAT_VERSION"]
+__all__ = ["MACEGauntMLIAP", "attach_lammps", "load_model_file", "INPUT_DECK_LINES", "FORMAT_VERSION", "ENGINES"]
 
 #: Bumped when the pickled state changes incompatibly.
 FORMAT_VERSION = 1
+
+#: How the plain path runs the model core: the TorchScript core, or the eager core built
+#: from the eager model in the file (files written before engines existed: torchscript).
+ENGINES = ("torchscript", "eager")
 
 #: Every element LAMMPS may name in ``pair_coeff``; the model's own subset is checked at
 #: the first force call, so an unknown element gets a message naming the model's elements.
@@ -128,8 +134,11 @@ class MACEGauntMLIAP(MLIAPUnified):
         device: str,
         backend: str,
         head: str,
+        engine: str = "torchscript",
     ) -> None:
         super().__init__(None, ELEMENT_TYPES, 1, 1, 0.5 * float(r_max))
+        if engine not in ENGINES:
+            raise LAMMPSInterfaceError(f"engine must be one of {ENGINES}, not {engine!r}")
         self._state = {
             "format_version": FORMAT_VERSION,
             "core_bytes": core_bytes,
@@ -142,6 +151,7 @@ class MACEGauntMLIAP(MLIAPUnified):
             "device": device,
             "backend": backend,
             "head": head,
+            "engine": engine,
         }
         self._setup()
 
@@ -153,8 +163,10 @@ class MACEGauntMLIAP(MLIAPUnified):
         dtype: torch.dtype = torch.float64,
         device: str = "cpu",
         head: Optional[str] = None,
+        engine: str = "torchscript",
     ) -> "MACEGauntMLIAP":
-        """Wrap an eager MACE model (deep-copied, converted to ``dtype``)."""
+        """Wrap an eager MACE model (deep-copied, converted to ``dtype``); ``engine`` picks
+        how LAMMPS runs it (:data:`ENGINES`)."""
         import copy
 
         from mace_gaunt_plugin import backend_of
@@ -189,6 +201,7 @@ class MACEGauntMLIAP(MLIAPUnified):
             device=device,
             backend=backend_of(model),
             head=head,
+            engine=engine,
         )
 
     # ------------------------------------------------------------ (un)pickling
@@ -211,10 +224,21 @@ class MACEGauntMLIAP(MLIAPUnified):
 
     def _setup(self) -> None:
         st = self._state
-        try:
-            self._core = torch.jit.load(io.BytesIO(st["core_bytes"]), map_location="cpu")
-        except Exception as exc:
-            raise ModelFileError(f"model file holds an unreadable TorchScript core ({exc}); re-export it") from exc
+        self._eager_cache: Optional[torch.nn.Module] = None
+        self.engine = st.get("engine", "torchscript")
+        if self.engine not in ENGINES:
+            raise ModelFileError(f"model file names an unknown engine {self.engine!r}; re-export it")
+        if self.engine == "eager":
+            from ._core import MACEEdgeCore
+
+            model = self._eager_model()
+            heads = list(getattr(model, "heads", None) or ["Default"])
+            self._core = MACEEdgeCore(model, head=heads.index(st["head"]))
+        else:
+            try:
+                self._core = torch.jit.load(io.BytesIO(st["core_bytes"]), map_location="cpu")
+            except Exception as exc:
+                raise ModelFileError(f"model file holds an unreadable TorchScript core ({exc}); re-export it") from exc
         self._core.eval()
         self._eager: Optional[torch.nn.Module] = None
         self._device = torch.device("cpu")
@@ -228,11 +252,21 @@ class MACEGauntMLIAP(MLIAPUnified):
         self.dtype = st["dtype"]
         self.device = st["device"]
 
+    def _eager_model(self) -> torch.nn.Module:
+        """The eager MACE model stored in the file (loaded once; needs this plugin)."""
+        if self._eager_cache is None:
+            try:
+                model = torch.load(io.BytesIO(self._state["eager_bytes"]), map_location="cpu", weights_only=False)
+            except Exception as exc:
+                raise ModelFileError(f"model file holds an unreadable eager model ({exc}); re-export it") from exc
+            self._eager_cache = model.eval()
+        return self._eager_cache
+
     def __repr__(self) -> str:
         st = self._state
         return (
             f"MACEGauntMLIAP(backend={st['backend']!r}, elements={self.model_elements}, "
-            f"r_max={st['r_max']}, dtype={st['dtype']}, device={st['device']!r})"
+            f"r_max={st['r_max']}, dtype={st['dtype']}, device={st['device']!r}, engine={self.engine!r})"
         )
 
     # --------------------------------------------------------------- ML-IAP API
@@ -369,9 +403,7 @@ class MACEGauntMLIAP(MLIAPUnified):
         elems = torch.as_tensor(data.elems).to(torch.int64)
         device = elems.device
         if self._eager is None:
-            st = self._state
-            model = torch.load(io.BytesIO(st["eager_bytes"]), map_location="cpu", weights_only=False)
-            self._eager = MACEEdgeForcesWrapper(model, head=st["head"]).to(device)
+            self._eager = MACEEdgeForcesWrapper(self._eager_model(), head=self._state["head"]).to(device)
             self._species_table_kk = torch.from_numpy(self._species_of_elem).to(device)
         species = self._species_table_kk[elems]
         if bool((species < 0).any()):

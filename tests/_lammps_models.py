@@ -36,8 +36,9 @@ CONFIGS = {
 
 
 @functools.lru_cache(maxsize=None)
-def exported_model(backend: str, size: str = "standard") -> tuple[Path, Path]:
-    """(eager .model path, exported LAMMPS file) for ``backend`` and a size of CONFIGS."""
+def exported_model(backend: str, size: str = "standard", engine: str = "torchscript") -> tuple[Path, Path]:
+    """(eager .model path, exported LAMMPS file) for ``backend``, a size of CONFIGS and an
+    export engine."""
     from e3nn import o3
 
     with default_dtype(torch.float64):
@@ -47,4 +48,4 @@ def exported_model(backend: str, size: str = "standard") -> tuple[Path, Path]:
         model = mgp.build_model(backend, **cfg)
     path = _root() / f"{backend}_{size}.model"
     torch.save(model, path)
-    return path, Path(export_model(str(path), str(_root() / f"{backend}_{size}.mliap")))
+    return path, Path(export_model(str(path), str(_root() / f"{backend}_{size}_{engine}.mliap"), engine=engine))

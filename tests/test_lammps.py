@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import mace_gaunt_plugin as mgp
 
@@ -90,6 +91,22 @@ def test_lammps_matches_ase(backend: str, structure: str, models, bpa_atoms) -> 
     else:
         atoms, elements = bpa_atoms[0].copy(), ["C", "H", "N", "O"]
         atoms.pbc = False
+    ref = harness.ase_reference(str(model_path), atoms)
+    got = harness.single_point(str(model_file), atoms, elements)
+    for key in ("energy", "energies", "forces", "virial"):
+        _assert_close(key, got[key], ref[key])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("structure", ["fcc_cu_108", "triclinic_self_images"])
+def test_eager_engine_matches_ase(backend: str, structure: str) -> None:
+    """``--engine eager`` runs the same core without TorchScript: same exactness."""
+    from lammps_interface import load_model_file
+
+    model_path, model_file = exported_model(backend, engine="eager")
+    wrapper = load_model_file(str(model_file))
+    assert wrapper.engine == "eager" and not isinstance(wrapper._core, torch.jit.ScriptModule)
+    atoms, elements = (_fcc_cu(), ["Cu"]) if structure == "fcc_cu_108" else (_triclinic(), ["Cu", "O"])
     ref = harness.ase_reference(str(model_path), atoms)
     got = harness.single_point(str(model_file), atoms, elements)
     for key in ("energy", "energies", "forces", "virial"):
@@ -254,6 +271,11 @@ def test_export_cli(models, tmp_path) -> None:
     assert "pair_style mliap unified" in res.stdout and out.exists()
     from lammps_interface import load_model_file
 
-    assert load_model_file(str(out)).dtype == "float32"
+    wrapper = load_model_file(str(out))
+    assert wrapper.dtype == "float32" and wrapper.engine == "torchscript"
+    assert isinstance(wrapper._core, torch.jit.ScriptModule)
+    eager_out = tmp_path / "cli_eager.mliap"
+    res = subprocess.run([exe, str(model_path), "-o", str(eager_out), "--engine", "eager"], capture_output=True, text=True)
+    assert res.returncode == 0 and "engine='eager'" in res.stdout, res.stderr[-3000:]
     res = subprocess.run([exe, str(model_path), "-o", str(tmp_path / "x.pt")], capture_output=True, text=True)
     assert res.returncode == 2 and "torch.load" in res.stderr

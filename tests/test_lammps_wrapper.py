@@ -143,3 +143,31 @@ def test_model_file_errors(exported, tmp_path) -> None:
         mu.load_model_file(str(tmp_path / "bad.pkl"))
     with pytest.raises(LAMMPSInterfaceError, match="torch.load"):
         export_model(str(exported[mgp.available_backends()[0]][0]), str(tmp_path / "x.pt"))
+
+
+def test_engine_recorded_in_the_file(exported, tmp_path) -> None:
+    """Files without an engine (written before engines existed) run TorchScript; an
+    unknown engine is refused on load and on export."""
+    _, model_file = exported[mgp.available_backends()[0]]
+    wrapper = mu.load_model_file(str(model_file))
+    state = wrapper.__getstate__()
+    assert state["engine"] == "torchscript"
+    del state["engine"]
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps(_Pickled(state)))
+    assert mu.load_model_file(str(tmp_path / "old.pkl")).engine == "torchscript"
+    state["engine"] = "turbo"
+    (tmp_path / "turbo.pkl").write_bytes(pickle.dumps(_Pickled(state)))
+    with pytest.raises(ModelFileError, match="unknown engine"):
+        mu.load_model_file(str(tmp_path / "turbo.pkl"))
+    with pytest.raises(LAMMPSInterfaceError, match="engine must be"):
+        export_model(str(exported[mgp.available_backends()[0]][0]), str(tmp_path / "y.mliap"), engine="turbo")
+
+
+class _Pickled:
+    """Pickles as a MACEGauntMLIAP with the given state (to write hand-edited files)."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def __reduce__(self):
+        return (object.__new__, (mu.MACEGauntMLIAP,), self.state)
