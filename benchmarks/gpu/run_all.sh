@@ -7,10 +7,13 @@
 #
 # Stages (MGP_GPU_STAGES, default "lammps cuda model"; put the one you need most first):
 #   lammps  LAMMPS built from the pruned tree, LAMMPS = ASE (float64, model on the GPU),
-#           2048-atom Cu NVE MD ns/day for e3nn and grid (lammps_interface/gpu_check.sh)
+#           2048-atom Cu NVE MD ns/day (lammps_interface/gpu_check.sh) for the backends in
+#           MGP_GPU_LAMMPS_BACKENDS (default "e3nn grid"), once per export engine in
+#           MGP_GPU_LAMMPS_ENGINES (default "torchscript eager"; the build is reused)
 #   cuda    tests/test_cuda.py: every backend, CUDA = CPU
 #   sites   bench_sites.py: conv and product sites, hidden L = 1, 2, 3
-#   model   bench_model.py --preset gpu: whole model, every backend and cuEquivariance
+#   model   bench_model.py --preset gpu: whole model, every backend and cuEquivariance;
+#           extra arguments in MGP_GPU_MODEL_ARGS (e.g. "--scans channels,cells")
 # The whole command keeps to MGP_GPU_DEADLINE seconds (default 540, under the device's
 # 600 s per call): each stage gets a time limit, the last one what is left, and a failed
 # stage does not stop the later ones (its log says why).
@@ -53,9 +56,12 @@ PY
 for s in $stages; do
   case $s in
     lammps)
-      stage "LAMMPS: build from the pruned tree, LAMMPS = ASE on GPU, MD ns/day (2048-atom Cu)"
-      OUT="$res/lammps" MGP_GPU_BUNDLE="$repo/.gpu_bundle" timeout "$(limit 300)" \
-        bash lammps_interface/gpu_check.sh --no-openmp 2>&1 | tail -40 ;;
+      for engine in ${MGP_GPU_LAMMPS_ENGINES:-torchscript eager}; do
+        stage "LAMMPS ($engine): build from the pruned tree (once), LAMMPS = ASE on GPU, MD ns/day (2048-atom Cu)"
+        OUT="$res/lammps_$engine" MGP_GPU_BUNDLE="$repo/.gpu_bundle" timeout "$(limit 300)" \
+          bash lammps_interface/gpu_check.sh --no-openmp --engine "$engine" \
+          --backends "${MGP_GPU_LAMMPS_BACKENDS:-e3nn grid}" 2>&1 | tail -30
+      done ;;
     cuda)
       stage "correctness on CUDA (tests/test_cuda.py)"
       timeout "$(limit 90)" "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$res/test_cuda.log" ;;
@@ -67,7 +73,8 @@ for s in $stages; do
       stage "whole model: inference and train step, scans (cuEquivariance included)"
       # start no new case in the last ~70 s; what ran is written after every case
       l=$(limit 600)
-      timeout "$l" "$py" benchmarks/bench_model.py --preset gpu \
+      # shellcheck disable=SC2086
+      timeout "$l" "$py" benchmarks/bench_model.py --preset gpu ${MGP_GPU_MODEL_ARGS:-} \
         --max-minutes "$(awk -v l="$l" 'BEGIN { m = (l - 70) / 60; print (m > 0.1 ? m : 0.1) }')" \
         --out "$res/model_gpu" 2>&1 | tail -40 ;;
     *) echo "run_all.sh: unknown stage '$s' (lammps cuda sites model)" ;;
