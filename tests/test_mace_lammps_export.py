@@ -53,6 +53,24 @@ def _env_without_plugin() -> dict[str, str]:
     return {**os.environ, "MACE_GAUNT_PLUGIN_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
 
+def _saved_model(backend: str, directory: Path) -> Path:
+    """A float64 random-weight model with ``backend``, saved as MACE saves models."""
+    with default_dtype(torch.float64):
+        torch.manual_seed(0)
+        model = mgp.build_model(backend, **small_mace_config())
+    path = directory / f"{backend}.model"
+    torch.save(model, path)
+    return path
+
+
+def _create_lammps_model(model_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """MACE's own ``mace_create_lammps_model`` (the module its console script runs)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mace.cli.create_lammps_model", str(model_path), *options],
+        capture_output=True, text=True, env=_env_without_plugin(), timeout=600,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def periodic_molecule(tmp_path_factory, bpa_atoms):
     """A 3BPA molecule in a periodic box with 3 A between images: edges cross the boundary."""
@@ -69,22 +87,13 @@ def test_libtorch_export_keeps_the_backend(backend, periodic_molecule, tmp_path)
     from mace.calculators import MACECalculator
 
     atoms, xyz = periodic_molecule
-    with default_dtype(torch.float64):
-        torch.manual_seed(0)
-        cfg = small_mace_config()
-        model = mgp.build_model(backend, **cfg)
-    model_path = tmp_path / f"{backend}.model"
-    torch.save(model, model_path)
-
-    run = subprocess.run(
-        [sys.executable, "-m", "mace.cli.create_lammps_model", str(model_path), "--dtype", "float64"],
-        capture_output=True, text=True, env=_env_without_plugin(), timeout=600,
-    )  # fmt: skip
+    model_path = _saved_model(backend, tmp_path)
+    run = _create_lammps_model(model_path, "--dtype", "float64")
     exported = Path(f"{model_path}-lammps.pt")
     assert run.returncode == 0 and exported.is_file(), run.stderr[-3000:]
 
     ev = subprocess.run(
-        [sys.executable, "-c", EVALUATE, str(exported), str(xyz), str(cfg["r_max"])],
+        [sys.executable, "-c", EVALUATE, str(exported), str(xyz), str(small_mace_config()["r_max"])],
         capture_output=True, text=True, env=_env_without_plugin(), timeout=600,
     )  # fmt: skip
     assert ev.returncode == 0, ev.stderr[-3000:]
@@ -106,13 +115,6 @@ def test_libtorch_export_keeps_the_backend(backend, periodic_molecule, tmp_path)
 def test_mliap_format_of_mace_refuses_gaunt_family_models(backend, tmp_path) -> None:
     """MACE's ``--format mliap`` rebuilds the model for cuEquivariance; on a Gaunt-family
     model it must fail rather than write a file (ours: ``mace_gaunt_create_lammps_model``)."""
-    with default_dtype(torch.float64):
-        model = mgp.build_model(backend, **small_mace_config())
-    model_path = tmp_path / f"{backend}.model"
-    torch.save(model, model_path)
-    run = subprocess.run(
-        [sys.executable, "-m", "mace.cli.create_lammps_model", str(model_path), "--format", "mliap"],
-        capture_output=True, text=True, env=_env_without_plugin(), timeout=600,
-    )  # fmt: skip
+    run = _create_lammps_model(_saved_model(backend, tmp_path), "--format", "mliap")
     assert run.returncode != 0
     assert not list(tmp_path.glob("*mliap_lammps.pt"))
