@@ -9,7 +9,8 @@
 # Needs the lammps Python module and lmp: bash lammps_interface/build_lammps.sh
 # Output in ./lammps_3bpa_run/ (model file, data file, log.lammps, 3bpa_traj.xyz).
 # Environment: NVT_STEPS, NVE_STEPS, TEMP (defaults 2000, 2000, 300); MACE_GAUNT_3BPA (the
-# 3BPA data folder, default ../shared/data/3bpa next to the repository).
+# 3BPA data folder, default ../shared/data/3bpa next to the repository); ENGINE
+# (torchscript or eager: how LAMMPS runs the model core, default torchscript).
 set -euo pipefail
 
 main() {
@@ -24,7 +25,8 @@ main() {
     run="$PWD/lammps_3bpa_run"
     mkdir -p "$run"
 
-    mace_gaunt_create_lammps_model "$model" -o "$run/3bpa.mliap" --dtype float64 --device "$device"
+    mace_gaunt_create_lammps_model "$model" -o "$run/3bpa.mliap" --dtype float64 --device "$device" \
+        --engine "${ENGINE:-torchscript}"
 
     python - "$data_dir/train_300K.xyz" "$run/3bpa.data" <<'PY'
 import sys
