@@ -5,7 +5,8 @@ LAMMPS reads a file whose name does not end in ``.pt``/``.pth`` with plain ``pic
 which imports this module, so no ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is needed in the
 LAMMPS process. The model core inside is TorchScript (loaded with ``torch.jit.load``);
 an export with ``engine="eager"`` runs the same core as a plain ``torch.nn.Module`` built
-from the eager model in the file instead (measured faster on CPU; see md_benchmark).
+from the eager model in the file instead (faster or slower depending on the system;
+see benchmarks/results/lammps_engine_cpu).
 
 Two execution paths:
 
