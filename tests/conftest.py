@@ -41,3 +41,15 @@ def float64():
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tests of many tiny GEMMs/FFTs run much faster without thread
+    contention on a busy 2-core machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -21,14 +21,6 @@ from mace_gaunt_plugin.testing import TOLERANCES, atoms_to_batch, default_dtype,
 GAUNT = mgp.get_backend("gaunt")
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: threads only add contention on a busy machine
-    yield
-    torch.set_num_threads(old)
-
-
 def test_registered_in_the_gaunt_family() -> None:
     assert GAUNT.function_family == mgp.get_backend("grid").function_family == "gaunt"
     assert [o.name for o in GAUNT.options] == [o.name for o in mgp.get_backend("grid").options]

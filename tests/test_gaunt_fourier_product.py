@@ -21,15 +21,6 @@ def gaunt_full() -> dict[tuple[int, int], torch.Tensor]:
     return {(l1, l2): torch.tensor(gaunt_tensor(l1, l2, l1 + l2)) for l1 in range(LMAX + 1) for l2 in range(LMAX + 1)}
 
 
-@pytest.fixture
-def one_thread():
-    # hundreds of tiny GEMMs/FFTs: threads only add contention (20x slower on a busy 2-core box)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("half", [False, True])
 def test_all_degree_combinations_up_to_6(half: bool, gaunt_full: dict, float64: torch.dtype, one_thread: None) -> None:
     gen = torch.Generator().manual_seed(0)

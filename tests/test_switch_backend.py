@@ -13,14 +13,6 @@ from mace_gaunt_plugin.testing import atoms_to_batch, model_energy_forces, small
 CONFIG = dict(hidden_irreps="4x0e + 4x1o", num_interactions=2, correlation=2)
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("source,target", [("grid", "gaunt"), ("gaunt", "grid")])
 def test_switch_keeps_function_and_weights(source, target, bpa_atoms, float64, one_thread) -> None:
     cfg = small_mace_config(**CONFIG)
