@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import statistics
@@ -194,24 +193,31 @@ def evaluate(model_path: Path, work: Path, threads: int) -> tuple[dict[str, Any]
     return out, n_params
 
 
-def run_one(backend: str, options: dict[str, str], epochs: int, cfg: dict[str, Any], work: Path, e0s: dict[int, float], threads: int) -> dict[str, Any]:
-    """Train, read the log, evaluate; one result row (without its budget label)."""
-    name = f"{backend}_e{epochs}"
-    run_dir = work / name
-    cmd = train_command(backend, options, epochs, cfg, run_dir, work / "train.xyz", e0s)
+def run_training(cmd: list[str], name: str, work: Path, threads: int) -> tuple[dict[str, Any], float]:
+    """Run one ``mace_run_train`` command (``--name name``, output in ``work/name``, console
+    in ``work/name.log``) with ``threads`` CPU threads; its learning curve and wall time."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    print(f"[accuracy] {backend}: training {epochs} epochs ...", flush=True)
     start = time.perf_counter()
     with open(work / f"{name}.log", "w") as log:
         proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = (work / f"{name}.log").read_text().splitlines()[-15:]
-        raise RuntimeError(f"training {backend} failed (exit {proc.returncode}):\n  " + shlex.join(cmd) + "\n" + "\n".join(tail))
-    logs = sorted((run_dir / "results").glob(f"{name}_run-*_train.txt"))
+        raise RuntimeError(f"training {name} failed (exit {proc.returncode}):\n  " + shlex.join(cmd) + "\n" + "\n".join(tail))
+    results = work / name / "results"
+    logs = sorted(results.glob(f"{name}_run-*_train.txt"))
     if not logs:
-        raise RuntimeError(f"no MACE training log under {run_dir / 'results'}")
-    curve = read_train_log(logs[0])
+        raise RuntimeError(f"no MACE training log under {results}")
+    return read_train_log(logs[0]), wall
+
+
+def run_one(backend: str, options: dict[str, str], epochs: int, cfg: dict[str, Any], work: Path, e0s: dict[int, float], threads: int) -> dict[str, Any]:
+    """Train, read the log, evaluate; one result row (without its budget label)."""
+    name = f"{backend}_e{epochs}"
+    run_dir = work / name
+    cmd = train_command(backend, options, epochs, cfg, run_dir, work / "train.xyz", e0s)
+    print(f"[accuracy] {backend}: training {epochs} epochs ...", flush=True)
+    curve, wall = run_training(cmd, name, work, threads)
     errors, n_params = evaluate(run_dir / f"{name}.model", work, threads)
     row = {
         "backend": backend,

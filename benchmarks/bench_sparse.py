@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,16 +75,8 @@ def train_and_evaluate(label: str, backend: str, options: dict[str, str], cfg: d
     cmd = ba.train_command(backend, options, cfg["epochs"], cfg, run_dir, work / "train.xyz", e0s)
     if "--save_all_checkpoints" not in cmd:  # the saved model must be the last (frozen, compact) epoch's
         cmd.append("--save_all_checkpoints")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"[sparse] {label}: training {cfg['epochs']} epochs ...", flush=True)
-    start = time.perf_counter()
-    with open(work / f"{label}.log", "w") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = "\n".join((work / f"{label}.log").read_text().splitlines()[-15:])
-        raise RuntimeError(f"training {label} failed (exit {proc.returncode}):\n{tail}")
-    curve = ba.read_train_log(sorted((run_dir / "results").glob(f"{label}_run-*_train.txt"))[0])
+    curve, wall = ba.run_training(cmd, label, work, threads)
     model_path = run_dir / f"{label}.model"
     errors, n_params = ba.evaluate(model_path, work, threads)
     model = torch.load(model_path, map_location="cpu", weights_only=False)
@@ -255,7 +246,7 @@ def render(result: dict[str, Any]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--sparsities", type=lambda t: [float(v) for v in t.split(",")], default=list(SPARSITIES))
+    p.add_argument("--sparsities", type=bc.comma_list(float), default=list(SPARSITIES))
     p.add_argument("--device", default="cpu", help="timing devices: cpu, cuda, auto or a comma list")
     p.add_argument("--timing-only", action="store_true", help="skip training: time with the kept paths of --paths-from "
                    "and write the timing for --device into that result (other devices' timings kept)")
