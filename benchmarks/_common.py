@@ -76,6 +76,21 @@ def parse_backend_specs(text: str) -> list[BackendSpec]:
     return specs
 
 
+def comma_list(cast: Callable[[str], Any] = str, choices: Optional[Sequence[Any]] = None) -> Callable[[str], list[Any]]:
+    """An argparse ``type`` for ``"a,b,c"``: the items cast with ``cast``; with ``choices``,
+    an item outside them is a usage error naming the choices."""
+    import argparse
+
+    def parse(text: str) -> list[Any]:
+        items = [cast(v.strip()) for v in text.split(",") if v.strip()]
+        bad = sorted(set(items) - set(choices)) if choices is not None else []
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(choices)}")
+        return items
+
+    return parse
+
+
 def devices_from_arg(text: str) -> list[str]:
     """``"auto"`` -> cpu, plus cuda when present; otherwise a comma list."""
     if text == "auto":

@@ -181,17 +181,14 @@ def render_raw(device: str, result: dict[str, Any], stamp: dict[str, Any], args:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     bc.add_timing_arguments(p)
-    p.add_argument("--L", type=lambda t: [int(v) for v in t.split(",")], default=list(range(1, 9)))
-    p.add_argument("--raw-backends", type=lambda t: [v.strip() for v in t.split(",")], default=list(RAW_BACKENDS))
+    p.add_argument("--L", type=bc.comma_list(int), default=list(range(1, 9)))
+    p.add_argument("--raw-backends", type=bc.comma_list(choices=RAW_BACKENDS), default=list(RAW_BACKENDS))
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--samples", type=int, default=512, help="rows of C channels on GPU")
     p.add_argument("--cpu-samples", type=int, default=32, help="rows of C channels on CPU")
     p.add_argument("--skip-sites", action="store_true", help="only the raw product")
     p.add_argument("--sites-args", default="", help="extra arguments for bench_sites.py, e.g. '--hidden-L 1,2 --cpu-cells 3'")
     args = p.parse_args(argv)
-    bad = sorted(set(args.raw_backends) - set(RAW_BACKENDS))
-    if bad:
-        p.error(f"unknown raw backends {bad}; choose from {list(RAW_BACKENDS)}")
     bc.apply_torch_settings(args)
     devices = bc.devices_from_arg(args.device)
     for device in devices:

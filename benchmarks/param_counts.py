@@ -24,7 +24,7 @@ from mace_gaunt_plugin.testing import small_mace_config  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", default="e3nn,grid,grid:conv_weights=l1l2")
-    p.add_argument("--hidden-L", type=lambda t: [int(v) for v in t.split(",")], default=[0, 1, 2, 3])
+    p.add_argument("--hidden-L", type=bc.comma_list(int), default=[0, 1, 2, 3])
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--elements", type=int, default=1, help="number of chemical elements (product weights scale with it)")
     p.add_argument("--out", type=Path, default=bc.RESULTS)
