@@ -78,3 +78,26 @@ def test_stock_model_outside_context_has_no_plugin_modules() -> None:
         pass
     model = modules.ScaleShiftMACE(**small_mace_config(num_interactions=1))
     assert mgp.backend_of(model) == "e3nn"
+
+
+def _site_classes(model: torch.nn.Module) -> list[str]:
+    return [type(b.conv_tp).__name__ for b in model.interactions] + [type(p.symmetric_contractions).__name__ for p in model.products]
+
+
+def test_nested_innermost_wins_and_leaving_restores_outer(float64) -> None:
+    cfg = small_mace_config(hidden_irreps="4x0e + 4x1o", num_interactions=1)
+    with mgp.use_backend("grid"):
+        with mgp.use_backend("e3nn"):
+            inner = modules.ScaleShiftMACE(**cfg)
+        with mgp.use_backend("sparse"):  # needs MACE's own instructions, not grid's layout
+            sparse = modules.ScaleShiftMACE(**cfg)
+        outer = modules.ScaleShiftMACE(**cfg)
+    assert _current() == STOCK
+    assert mgp.backend_of(inner) == "e3nn" and _site_classes(inner) == ["TensorProduct", "SymmetricContraction"]
+    assert mgp.backend_of(sparse) == "sparse"
+    assert mgp.backend_of(outer) == "grid" and _site_classes(outer) == ["SphereConv", "SphereProduct"]
+    # build_model nests the same way
+    with mgp.use_backend("grid"):
+        assert mgp.backend_of(mgp.build_model("e3nn", **cfg)) == "e3nn"
+        assert mgp.backend_of(mgp.build_model("gaunt", **cfg)) == "gaunt"
+        assert mgp.backend_of(modules.ScaleShiftMACE(**cfg)) == "grid"

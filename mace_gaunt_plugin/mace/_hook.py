@@ -9,6 +9,11 @@ code only for sites the backend leaves alone. A fourth, small step marks interac
 blocks whose plugin conv does its own gather and scatter (``conv_fusion``, MACE's own
 flag for fused convolutions). Everything is put back on exit, exceptions included.
 
+Contexts nest: the innermost backend wins, and leaving it puts the outer one's names
+back. Every factory falls back to MACE's *own* code (remembered on the factory as
+``_mgp_stock``), never to an enclosing backend's factory, so an inner ``e3nn`` builds
+stock MACE and an inner ``sparse`` gets MACE's instructions.
+
 Only construction is affected: no ``forward`` is replaced, and models built inside carry
 plain modules that pickle, load and script like any MACE model.
 """
@@ -39,6 +44,14 @@ def _refuse_accelerators(backend: TPBackend, cueq_config: Any, oeq_config: Any) 
         )
 
 
+_NAMES = ("TensorProduct", "tp_out_irreps_with_instructions", "SymmetricContractionWrapper")
+
+
+def _stock(current: Any) -> Any:
+    """MACE's own object behind ``current`` (itself, or what a ``use_backend`` factory wraps)."""
+    return getattr(current, "_mgp_stock", current)
+
+
 @contextlib.contextmanager
 def use_backend(name: str, **options: Any) -> Iterator[TPBackend]:
     """Build every MACE model (or interaction / product block) inside with backend ``name``.
@@ -57,7 +70,8 @@ def use_backend(name: str, **options: Any) -> Iterator[TPBackend]:
     >>> with use_backend("e3nn"):
     ...     pass  # e.g. mace.modules.ScaleShiftMACE(**config)
 
-    Not thread-safe: it swaps names in ``mace.modules.blocks`` for the duration.
+    Contexts nest (the innermost wins; leaving it restores the outer one). Not
+    thread-safe: it swaps names in ``mace.modules.blocks`` for the duration.
     """
     backend = get_backend(name)
     opts = backend.resolve_options(options)
@@ -65,10 +79,12 @@ def use_backend(name: str, **options: Any) -> Iterator[TPBackend]:
     import mace.modules.blocks as blocks
     from e3nn import o3
 
-    stock_tp = blocks.TensorProduct
-    stock_tp_out = blocks.tp_out_irreps_with_instructions
-    stock_sc = blocks.SymmetricContractionWrapper
-    stock_init = blocks.InteractionBlock.__init__
+    # What is there now (stock, or an enclosing use_backend's factories) is put back on
+    # exit; what the factories fall back to is always MACE's own code.
+    outer = {attr: getattr(blocks, attr) for attr in _NAMES}
+    outer_init = blocks.InteractionBlock.__init__
+    stock_tp, stock_tp_out, stock_sc = (_stock(outer[attr]) for attr in _NAMES)
+    stock_init = _stock(outer_init)
 
     def tensor_product(
         irreps_in1: Any,
@@ -133,14 +149,16 @@ def use_backend(name: str, **options: Any) -> Iterator[TPBackend]:
         if isinstance(conv, BackendModule) and bool(getattr(conv, "fused", False)):
             self.conv_fusion = True  # MACE's flag: the conv gathers and scatters itself
 
-    blocks.TensorProduct = tensor_product
-    blocks.tp_out_irreps_with_instructions = tp_out_irreps_with_instructions
-    blocks.SymmetricContractionWrapper = symmetric_contraction
+    ours = dict(zip(_NAMES, (tensor_product, tp_out_irreps_with_instructions, symmetric_contraction)))
+    for attr, stock in zip(_NAMES, (stock_tp, stock_tp_out, stock_sc)):
+        ours[attr]._mgp_stock = stock  # type: ignore[attr-defined]
+    interaction_init._mgp_stock = stock_init  # type: ignore[attr-defined]
+    for attr, factory in ours.items():
+        setattr(blocks, attr, factory)
     blocks.InteractionBlock.__init__ = interaction_init
     try:
         yield backend
     finally:
-        blocks.TensorProduct = stock_tp
-        blocks.tp_out_irreps_with_instructions = stock_tp_out
-        blocks.SymmetricContractionWrapper = stock_sc
-        blocks.InteractionBlock.__init__ = stock_init
+        for attr, previous in outer.items():
+            setattr(blocks, attr, previous)
+        blocks.InteractionBlock.__init__ = outer_init
