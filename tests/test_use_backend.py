@@ -9,7 +9,9 @@ import mace.modules.blocks as blocks
 from mace import modules
 
 import mace_gaunt_plugin as mgp
-from mace_gaunt_plugin.errors import BackendOptionError, UnknownBackendError
+from mace_gaunt_plugin.backends.base import BackendModule, TPBackend
+from mace_gaunt_plugin.errors import BackendError, BackendMismatchError, BackendOptionError, UnknownBackendError
+from mace_gaunt_plugin.registry import register_backend
 from mace_gaunt_plugin.testing import atoms_to_batch, model_energy_forces, small_mace_config
 
 STOCK = {
@@ -101,3 +103,64 @@ def test_nested_innermost_wins_and_leaving_restores_outer(float64) -> None:
         assert mgp.backend_of(mgp.build_model("e3nn", **cfg)) == "e3nn"
         assert mgp.backend_of(mgp.build_model("gaunt", **cfg)) == "gaunt"
         assert mgp.backend_of(modules.ScaleShiftMACE(**cfg)) == "grid"
+
+
+class _PlainConvBackend(TPBackend):
+    """Returns e3nn's own TensorProduct (a plain nn.Module) for the conv site."""
+
+    def build_conv(self, irreps_node, irreps_edge, irreps_out, instructions, options):
+        from e3nn import o3
+
+        return o3.TensorProduct(irreps_node, irreps_edge, irreps_out, instructions, shared_weights=False, internal_weights=False)
+
+
+class _Mislabelled(BackendModule):
+    def __init__(self) -> None:
+        super().__init__("someone-else", "product", {})
+
+
+class _MislabelledBackend(TPBackend):
+    def build_conv(self, irreps_node, irreps_edge, irreps_out, instructions, options):
+        return _Mislabelled()
+
+
+def test_site_module_must_be_the_backends_backend_module() -> None:
+    cfg = small_mace_config(hidden_irreps="4x0e + 4x1o", num_interactions=1)
+    with register_backend(_PlainConvBackend(name="plain")):
+        with pytest.raises(BackendError, match=r"'plain' built a e3nn\..*TensorProduct for the 'conv' site.*BackendModule"):
+            mgp.build_model("plain", **cfg)
+        with pytest.raises(BackendError, match="'plain'.*'conv'"):
+            with mgp.use_backend("plain"):
+                modules.ScaleShiftMACE(**cfg)
+    with register_backend(_MislabelledBackend(name="mislabelled")):
+        with pytest.raises(BackendError, match="calls itself backend 'someone-else', site 'product'"):
+            mgp.build_model("mislabelled", **cfg)
+    assert _current() == STOCK
+
+
+def _stock_built(**kwargs):
+    with mgp.use_backend("e3nn"):  # innermost wins: a stock model whatever the caller asked for
+        return modules.ScaleShiftMACE(**kwargs)
+
+
+def test_build_model_refuses_a_model_without_the_backends_modules() -> None:
+    cfg = small_mace_config(hidden_irreps="4x0e + 4x1o", num_interactions=1)
+    with pytest.raises(BackendMismatchError, match="TP backend 'grid': the ScaleShiftMACE built uses 'e3nn'"):
+        mgp.build_model("grid", model_cls=_stock_built, **cfg)
+    assert mgp.backend_of(mgp.build_model("e3nn", model_cls=_stock_built, **cfg)) == "e3nn"
+
+
+def test_backend_of_raises_on_a_model_it_cannot_account_for() -> None:
+    cfg = small_mace_config(hidden_irreps="4x0e + 4x1o", num_interactions=1)
+    model = modules.ScaleShiftMACE(**cfg)
+    assert mgp.backend_of(model) == "e3nn"
+    model.products[0].symmetric_contractions = torch.nn.Identity()
+    with pytest.raises(BackendMismatchError, match=r"products\.0\.symmetric_contractions holds a torch\.nn\.modules\.linear\.Identity"):
+        mgp.backend_of(model)
+    with pytest.raises(BackendMismatchError, match="not a MACE model"):
+        mgp.backend_of(torch.nn.Linear(2, 2))
+    grid = mgp.build_model("grid", backend_options={"sites": "conv"}, **cfg)  # product stays MACE's
+    assert mgp.backend_of(grid) == "grid"
+    grid.interactions[0].conv_tp = torch.nn.Identity()
+    with pytest.raises(BackendMismatchError, match="interactions.0.conv_tp"):
+        mgp.backend_of(grid)

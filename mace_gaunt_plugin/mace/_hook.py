@@ -5,7 +5,9 @@ the names ``TensorProduct`` and ``tp_out_irreps_with_instructions`` that
 ``mace.modules.blocks`` imported, and ``EquivariantProductBasisBlock`` builds its product
 with ``SymmetricContractionWrapper`` from the same namespace. Inside ``use_backend`` those
 three names point to factories that ask the backend first and fall back to MACE's own
-code only for sites the backend leaves alone. A fourth, small step marks interaction
+code only for sites the backend leaves alone; a module the backend returns must be a
+:class:`~mace_gaunt_plugin.backends.base.BackendModule` naming the backend and the site,
+or construction stops with a message saying so. A fourth, small step marks interaction
 blocks whose plugin conv does its own gather and scatter (``conv_fusion``, MACE's own
 flag for fused convolutions). Everything is put back on exit, exceptions included.
 
@@ -25,10 +27,30 @@ import functools
 from typing import Any, Iterator
 
 from ..backends.base import BackendModule, TPBackend
-from ..errors import BackendMismatchError
+from ..errors import BackendError, BackendMismatchError
 from ..registry import get_backend
 
 __all__ = ["use_backend"]
+
+
+def _claimed(backend: TPBackend, site: str, module: Any) -> Any:
+    """``module`` if it is a site module of ``backend`` (a :class:`BackendModule` that names
+    the backend and the site); raises otherwise, so a backend cannot put something into a
+    model that :func:`~mace_gaunt_plugin.backend_of` would not recognise."""
+    if not isinstance(module, BackendModule):
+        raise BackendError(
+            f"TP backend {backend.name!r} built a {type(module).__module__}.{type(module).__qualname__} for the "
+            f"{site!r} site, which is not a mace_gaunt_plugin.backends.base.BackendModule; site modules must "
+            f"subclass BackendModule and call BackendModule.__init__(self, {backend.name!r}, {site!r}, options) "
+            "(or return None to leave the site to MACE)"
+        )
+    if (str(module.backend_name), str(module.site)) != (backend.name, site):
+        raise BackendError(
+            f"TP backend {backend.name!r} built a {type(module).__name__} for the {site!r} site that calls itself "
+            f"backend {module.backend_name!r}, site {module.site!r}; pass ({backend.name!r}, {site!r}) to "
+            "BackendModule.__init__"
+        )
+    return module
 
 
 def _accelerated(config: Any) -> bool:
@@ -100,7 +122,7 @@ def use_backend(name: str, **options: Any) -> Iterator[TPBackend]:
         _refuse_accelerators(backend, cueq_config, oeq_config)
         module = backend.build_conv(o3.Irreps(irreps_in1), o3.Irreps(irreps_in2), o3.Irreps(irreps_out), instructions, opts)
         if module is not None:
-            return module
+            return _claimed(backend, "conv", module)
         return stock_tp(
             irreps_in1,
             irreps_in2,
@@ -131,7 +153,7 @@ def use_backend(name: str, **options: Any) -> Iterator[TPBackend]:
         _refuse_accelerators(backend, cueq_config, oeq_config)
         module = backend.build_product(o3.Irreps(irreps_in), o3.Irreps(irreps_out), correlation, num_elements, opts)
         if module is not None:
-            return module
+            return _claimed(backend, "product", module)
         return stock_sc(
             irreps_in=irreps_in,
             irreps_out=irreps_out,

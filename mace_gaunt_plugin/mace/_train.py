@@ -15,8 +15,8 @@ What :func:`main` does
    every registered backend and its options).
 2. Checks, before anything is written (exit status 2 and a one-line reason otherwise):
    the backend exists, takes the options given, accepts the model configuration
-   (``TPBackend.check_model_config``); ``--restart_latest`` checkpoints hold the same
-   backend and options (without ``--tp-backend`` a restart resumes with the checkpoint's
+   (``TPBackend.check_model_config``); the ``--restart_latest`` checkpoint (only the one
+   MACE will resume is opened, with ``weights_only=True``) holds the same backend and options (without ``--tp-backend`` a restart resumes with the checkpoint's
    backend); no cuEquivariance/OpenEquivariance conversion and no foundation-model
    fine-tuning with a plugin backend (both rebuild the model from its config, which
    would silently drop the backend); a ``--foundation_model`` file that is itself a
@@ -49,7 +49,9 @@ What :func:`main` does
    ``NAME_compiled.model`` / ``NAME_stagetwo_compiled.model`` are compiled again from it
    (MACE's error tables, printed before, are of the model as trained). A missing
    ``NAME_compiled.model`` (MACE hides compile errors) is compiled again here so that the
-   reason is logged.
+   reason is logged. ``NAME.model`` and ``NAME_stagetwo.model`` are also written as safe
+   model files, ``NAME.safetensors`` and ``NAME_stagetwo.safetensors`` (data only; see
+   :mod:`mace_gaunt_plugin.mace._safe_file`).
 """
 
 from __future__ import annotations
@@ -224,17 +226,32 @@ def _model_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def _checkpoint_files(directory: str, tag: str) -> list[Path]:
-    pattern = re.compile(rf"^{re.escape(tag)}_epoch-\d+(_swa)?\.pt$")
+def _checkpoint_to_resume(directory: str, tag: str) -> Optional[Path]:
+    """The checkpoint ``--restart_latest`` resumes, chosen as MACE 0.3.16's
+    ``CheckpointIO`` chooses it: the highest epoch among ``TAG_epoch-N_swa.pt`` if any,
+    else among ``TAG_epoch-N.pt``; ``None`` if there is none."""
+    pattern = re.compile(rf"^{re.escape(tag)}_epoch-(\d+)(_swa)?\.pt$")
     if not os.path.isdir(directory):
-        return []
-    return sorted(Path(directory) / f for f in os.listdir(directory) if pattern.match(f))
+        return None
+    found = [(bool(m.group(2)), int(m.group(1)), f) for f in os.listdir(directory)
+             if (m := pattern.match(f)) and os.path.isfile(os.path.join(directory, f))]  # fmt: skip
+    if not found:
+        return None
+    swa = [c for c in found if c[0]]
+    return Path(directory) / max(swa or found, key=lambda c: c[1])[2]
 
 
 def _checkpoint_choice(path: Path) -> BackendChoice:
     import torch
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    try:  # a checkpoint holds state dicts only: no pickled classes needed
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001  (any reason: the message names the file)
+        raise BackendError(
+            f"--restart_latest: cannot read the checkpoint it would resume, {path} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Remove or replace that file to resume from an "
+            "older one, or start a new run (another --name or --checkpoints_dir)."
+        ) from None
     record = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
     if record is None:  # written by stock MACE
         return BackendChoice(STOCK, {})
@@ -242,7 +259,8 @@ def _checkpoint_choice(path: Path) -> BackendChoice:
 
 
 def _restart_choice(args: argparse.Namespace, checked: Optional[argparse.Namespace]) -> Optional[BackendChoice]:
-    """The backend of the checkpoints ``--restart_latest`` would resume, ``None`` if none."""
+    """The backend of the checkpoint ``--restart_latest`` would resume (the only file opened),
+    ``None`` if there is none."""
     from mace import tools
 
     if not getattr(args, "restart_latest", False):
@@ -250,19 +268,13 @@ def _restart_choice(args: argparse.Namespace, checked: Optional[argparse.Namespa
     work_dir = getattr(args, "work_dir", ".")
     directory = checked.checkpoints_dir if checked is not None else (args.checkpoints_dir or os.path.join(work_dir, "checkpoints"))
     tag = tools.get_tag(name=args.name, seed=args.seed)
-    files = _checkpoint_files(directory, tag)
-    choices = {path: _checkpoint_choice(path) for path in files}
-    distinct = {(c.name, json.dumps(dict(c.options), sort_keys=True)) for c in choices.values()}
-    if len(distinct) > 1:
-        listed = "; ".join(f"{p.name}: {c.describe()}" for p, c in choices.items())
-        raise BackendMismatchError(
-            f"--restart_latest: the checkpoints of {tag!r} in {directory} hold different TP backends ({listed}). "
-            "Remove the ones you do not want to resume from."
-        )
-    return next(iter(choices.values())) if choices else None
+    path = _checkpoint_to_resume(directory, tag)
+    return _checkpoint_choice(path) if path is not None else None
 
 
 def _load_model_file(path: str) -> Any:
+    """The ``--foundation_model`` file the user named: a pickled model, so MACE itself
+    unpickles it too (weights_only=False is needed for a pickled module)."""
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -360,20 +372,14 @@ def preflight(args: argparse.Namespace) -> Optional[BackendChoice]:
 
 def _configure_model_with(choice: BackendChoice, stock: Callable) -> Callable:
     from .. import __version__
-    from ._build import backend_of, backend_options_of
+    from ._build import verify_backend
     from ._hook import use_backend
 
     def configure_model(args: Any, *rest: Any, **kwargs: Any) -> Any:
         logging.info(f"TP backend: {choice.describe()} (mace-gaunt-plugin {__version__})")
         with use_backend(choice.name, **dict(choice.options)):
             model, output_args = stock(args, *rest, **kwargs)
-        found = backend_of(model)
-        if choice.name != STOCK and (found != choice.name or backend_options_of(model) != dict(choice.options)):
-            raise BackendMismatchError(
-                f"--tp-backend {choice.name}: the {type(model).__name__} built by MACE uses {found!r} "
-                f"with options {backend_options_of(model)}; this model type does not build its tensor "
-                "products through the sites the plugin replaces. Use another --model or the 'e3nn' backend."
-            )
+        verify_backend(model, choice.name, choice.options)
         n_plugin = sum(1 for m in model.modules() if hasattr(m, "backend_name"))
         logging.info(f"TP backend {choice.name!r}: {n_plugin} plugin modules in the model")
         return model, output_args
@@ -480,6 +486,19 @@ def _compile(model: Any, path: Path, extra_files: Mapping[str, Any]) -> None:
     torch.jit.save(compiled, str(path), _extra_files=dict(extra_files))
 
 
+def _write_safe_twin(model: Any, model_path: Path) -> None:
+    """``NAME.safetensors`` next to ``NAME.model`` (see :func:`mace_gaunt_plugin.save_model`);
+    a model the format cannot hold is logged, the pickled model stays usable."""
+    from ._safe_file import default_converted_path, save_model
+
+    out = default_converted_path(str(model_path))
+    try:
+        save_model(model, out)
+        logging.info(f"Safe model file (data only, safe to share) saved to {out}")
+    except Exception as exc:  # noqa: BLE001  (reported; training itself succeeded)
+        logging.error(f"Could not write the safe model file {out} ({type(exc).__name__}: {exc})")
+
+
 def _finish_saved_models(args: Any, backend: Any) -> None:
     """Apply ``backend.before_save`` to the files ``run`` wrote; make sure the compiled
     model exists (MACE hides compile errors) and log why if it cannot be made."""
@@ -497,6 +516,9 @@ def _finish_saved_models(args: Any, backend: Any) -> None:
             model = backend.before_save(torch.load(model_path, weights_only=False))
             torch.save(model, model_path)
             logging.info(f"TP backend {backend.name!r}: before_save applied to {model_path}")
+        if compiled_path is not None:  # NAME.model, NAME_stagetwo.model: also as a safe model file
+            model = model if model is not None else torch.load(model_path, weights_only=False)  # written by this run
+            _write_safe_twin(model, model_path)
         if compiled_path is None or (compiled_path.is_file() and not rewrite):
             continue
         if model is None:
