@@ -3,7 +3,11 @@
 # active Python environment.
 #
 # Packages: ML-IAP + ML-SNAP + PYTHON (with MLIAP_ENABLE_PYTHON), OPENMP, shared library,
-# serial (no MPI).  KOKKOS with CUDA only with --kokkos-cuda ARCH.
+# MPI (Debian's OpenMPI: libopenmpi-dev + openmpi-bin, installed with apt-get when mpicxx or
+# mpirun is missing), or serial with --serial.  KOKKOS with CUDA only with --kokkos-cuda ARCH.
+# One MPI build serves one-rank runs too (plain `lmp` or `mpirun -np 1`).  As root, OpenMPI's
+# mpirun needs --allow-run-as-root (or OMPI_ALLOW_RUN_AS_ROOT=1 and
+# OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1), and --oversubscribe for more ranks than cores.
 #
 # Source, in this order:
 #   1. LAMMPS_SRC: a LAMMPS source tree (directory) or a tarball of one (for example the
@@ -16,8 +20,9 @@
 # under lammps-<version>-<hash of the options>; a rerun only re-installs the Python
 # module.  `lmp` is linked into the environment's bin/ folder.
 #
-# Usage: bash lammps_interface/build_lammps.sh [--kokkos-cuda ARCH] [--jobs N]
+# Usage: bash lammps_interface/build_lammps.sh [--kokkos-cuda ARCH] [--jobs N] [--serial]
 #                                              [--no-openmp] [--force] [--print-dir] [--offline]
+#   --serial: no MPI (LAMMPS's own MPI stub library); a separate cache entry.
 #   --offline: install the Python module with the environment's own setuptools instead of
 #   the install-python target (which makes a fresh venv and fetches pip/build/wheel).
 #   ARCH is a Kokkos architecture name such as HOPPER90, AMPERE80, ADA89. KOKKOS needs
@@ -36,6 +41,7 @@ DEBIAN_SHA256="3671165bd52fad36734e0a9136c5bc5ecb225e03988f8c89aa13366a8b53b1c7"
 KOKKOS_CUDA_ARCH=""
 JOBS="$(nproc 2>/dev/null || echo 2)"
 OPENMP=on
+MPI=on
 FORCE=0
 PRINT_DIR=0
 OFFLINE=0
@@ -49,10 +55,11 @@ while [[ $# -gt 0 ]]; do
                        KOKKOS_CUDA_ARCH="$2"; shift 2 ;;
         --jobs|-j)     [[ $# -ge 2 ]] || die "--jobs needs a number"; JOBS="$2"; shift 2 ;;
         --no-openmp)   OPENMP=off; shift ;;
+        --serial)      MPI=off; shift ;;
         --force)       FORCE=1; shift ;;
         --print-dir)   PRINT_DIR=1; shift ;;
         --offline)     OFFLINE=1; shift ;;
-        -h|--help)     sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help)     sed -n '2,30p' "$0"; exit 0 ;;
         *)             die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -77,6 +84,10 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v ninja >/dev/null || command -v make >/dev/null || need_apt+=(ninja-build)
 command -v xz >/dev/null || need_apt+=(xz-utils)
+if [[ "$MPI" == on ]]; then
+    command -v mpicxx >/dev/null || need_apt+=(libopenmpi-dev)
+    command -v mpirun >/dev/null || need_apt+=(openmpi-bin)
+fi
 if [[ ${#need_apt[@]} -gt 0 ]]; then
     log "installing build tools with apt-get: ${need_apt[*]}"
     command -v apt-get >/dev/null || die "missing ${need_apt[*]} and no apt-get to install them"
@@ -175,7 +186,7 @@ fi
 CMAKE_OPTS=(
     -D CMAKE_BUILD_TYPE=Release
     -D BUILD_SHARED_LIBS=on
-    -D BUILD_MPI=off
+    -D BUILD_MPI="$MPI"
     -D BUILD_OMP="$OPENMP"
     -D PKG_OPENMP="$OPENMP"
     -D PKG_ML-IAP=on
@@ -307,12 +318,15 @@ else
 fi
 ln -sf "$BUILD/lmp" "$PY_BIN_DIR/lmp"
 
-"$PY" - <<'EOF' || die "the installed lammps module does not work"
+MGP_MPI="$MPI" "$PY" - <<'EOF' || die "the installed lammps module does not work"
+import os
 from lammps import lammps, mliap  # noqa: F401
 lmp = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
 for pkg in ("ML-IAP", "PYTHON"):
     if not lmp.has_package(pkg):
         raise SystemExit(f"LAMMPS lacks package {pkg}")
+if lmp.has_mpi_support != (os.environ["MGP_MPI"] == "on"):
+    raise SystemExit(f"LAMMPS MPI support is {lmp.has_mpi_support}, asked for MPI={os.environ['MGP_MPI']}")
 print(f"build_lammps.sh: LAMMPS {lmp.version()} with ML-IAP + PYTHON ready; lmp -> {__import__('shutil').which('lmp')}")
 lmp.close()
 EOF
