@@ -11,7 +11,7 @@ import torch
 from e3nn import o3
 
 from ..errors import UnsupportedIrrepsError
-from ._sphere_sites import CONV_WEIGHTS, EngineSpec, SphereConv, SphereProduct, conv_degrees_out
+from ._sphere_sites import CONV_KERNELS, CONV_WEIGHTS, EngineSpec, SphereConv, SphereProduct, conv_degrees_out
 from .base import Option, TPBackend, parse_bool, require_natural_parity, require_uniform_multiplicity
 
 __all__ = ["SphereBackend", "sphere_options"]
@@ -31,6 +31,14 @@ def sphere_options() -> tuple[Option, ...]:
             CONV_WEIGHTS,
         ),
         Option("fused", True, "conv gathers from senders and sums onto receivers itself (per-node evaluation and projection)", parse_bool),
+        Option(
+            "kernel",
+            "auto",
+            "conv kernel: 'torch' (quadrilinear primitives, edge-chunked, no [E, C, P] tensor kept for the backward), "
+            "'reference' (plain PyTorch ops differentiated by autograd; more memory), 'auto' (torch)",
+            str,
+            CONV_KERNELS,
+        ),
     )
 
 

@@ -64,15 +64,16 @@ Proj_L(f_c**nu)`` with ``f_c = sum_lm A[c, lm] Y_lm``. ``b_{nu,L}`` is the inver
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Final, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from e3nn import o3
 from e3nn.util.jit import compile_mode
 
-from ..errors import UnsupportedIrrepsError
+from ..errors import BackendOptionError, UnsupportedIrrepsError
 from ..so3 import gaunt_coefficients, gaunt_path_allowed
+from ._conv_primitives import primitive_conv, reference_conv
 from .base import BackendModule, require_natural_parity, require_uniform_multiplicity
 
 __all__ = [
@@ -83,9 +84,12 @@ __all__ = [
     "conv_normalisation",
     "power_projection_rms",
     "CONV_WEIGHTS",
+    "CONV_KERNELS",
+    "use_primitives_in_torchscript",
 ]
 
 CONV_WEIGHTS = ("l2", "l1l2")
+CONV_KERNELS = ("auto", "torch", "reference")
 
 EngineFactory = Callable[["EngineSpec"], torch.nn.Module]
 
@@ -241,6 +245,9 @@ class SphereConv(BackendModule):
     edge_identity: bool
     out_identity: bool
     weight_numel: int
+    kernel: str
+    use_reference: Final[bool]
+    script_portable: Final[bool]
 
     def __init__(
         self,
@@ -280,6 +287,12 @@ class SphereConv(BackendModule):
         self.n_edge = len(d_edge)
         self.per_l1 = mode == "l1l2"
         self.fused = bool(options.get("fused", True))
+        kernel = str(options.get("kernel", "auto"))
+        if kernel not in CONV_KERNELS:
+            raise BackendOptionError(f"TP backend {be!r}: option 'kernel' must be one of {list(CONV_KERNELS)}, got {kernel!r}")
+        self.kernel = kernel
+        self.use_reference = kernel == "reference"
+        self.script_portable = True
         self.weight_numel = c * self.n_edge * (self.n_in if self.per_l1 else 1)
 
         self.spec = EngineSpec(d_in, d_edge, d_out, max(d_in) + max(d_edge))
@@ -299,9 +312,31 @@ class SphereConv(BackendModule):
         self.edge_identity = _is_identity(idx_edge)
         self.register_buffer("idx_edge", idx_edge)
 
+    def __setstate__(self, state: dict) -> None:
+        # models saved before the ``kernel`` option: the default kernel, portable TorchScript
+        super().__setstate__(state)
+        self.__dict__.setdefault("kernel", "auto")
+        self.__dict__.setdefault("use_reference", False)
+        self.__dict__.setdefault("script_portable", True)
+
+    def kernel_in_use(self) -> str:
+        """The kernel eager calls run now (``auto`` resolved for the module's device)."""
+        return "reference" if self.use_reference else "torch"
+
     def extra_repr(self) -> str:
         mode = "l1l2" if self.per_l1 else "l2"
-        return f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, conv_weights={mode}, fused={self.fused}, points={self.engine.num_points}"
+        script = "reference" if (self.use_reference or self.script_portable) else self.kernel_in_use()
+        return (
+            f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, conv_weights={mode}, fused={self.fused}, "
+            f"kernel={self.kernel} (runs {self.kernel_in_use()}; TorchScript: {script}), points={self.engine.num_points}"
+        )
+
+    def _points_conv(self, f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
+        # Both conditions are constants for TorchScript, so a scripted module holds one branch
+        # only: the portable one (plain aten ops) unless use_primitives_in_torchscript was called.
+        if self.use_reference or (torch.jit.is_scripting() and self.script_portable):
+            return reference_conv(f, w, s, edge_index)
+        return primitive_conv(f, w, s, edge_index)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         n = x1.shape[0]
@@ -311,28 +346,38 @@ class SphereConv(BackendModule):
         feats = x1.reshape(n, c, -1)  # [n, C, K_in]
         if not self.edge_identity:
             x2 = x2.index_select(1, self.idx_edge)
-        edge_fn = self.engine.edge_points(x2)  # [E, n_edge, P]
-        n_edges = edge_fn.shape[0]
-        p = edge_fn.shape[2]
+        edge_fn = self.engine.edge_points(x2)  # S [E, n_edge, P]
         if self.per_l1:
-            f = self.engine.to_points_split(feats).reshape(n, c * self.n_in, p)
-            h = torch.bmm(weight.reshape(n_edges, c * self.n_in, self.n_edge), edge_fn)
+            f = self.engine.to_points_split(feats)  # F [n, C, n_in, P]
+            w = weight.reshape(edge_fn.shape[0], c, self.n_in, self.n_edge)
         else:
-            f = self.engine.to_points(feats)  # [n, C, P]
-            h = torch.bmm(weight.reshape(n_edges, c, self.n_edge), edge_fn)  # [E, C, P]
-        if edge_index is None:
-            prod = f * h
-        else:
-            prod = f.index_select(0, edge_index[0]) * h
-        if self.per_l1:
-            prod = prod.reshape(n_edges, c, self.n_in, p).sum(2)
-        if edge_index is not None:
-            prod = torch.zeros((n, c, p), dtype=prod.dtype, device=prod.device).index_add(0, edge_index[1], prod)
-        out = self.engine.from_points(prod) * self.out_norm  # [rows, C, K_out]
+            f = self.engine.to_points(feats).unsqueeze(2)  # F [n, C, 1, P]
+            w = weight.reshape(edge_fn.shape[0], c, 1, self.n_edge)
+        z = self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, P]
+        out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out]
         out = out.reshape(out.shape[0], -1)
         if not self.out_identity:
             out = out.index_select(1, self.idx_out)
         return out
+
+
+def use_primitives_in_torchscript(model: torch.nn.Module, enable: bool = True) -> int:
+    """Choose what TorchScript compiles for every :class:`SphereConv` in ``model`` (in place).
+
+    By default (``enable=False``) a scripted conv holds the ``reference`` formulation (plain
+    aten ops), so ``*_compiled.model`` and MACE's libtorch LAMMPS export load in any
+    process, pure libtorch included. With ``enable=True`` it calls the ``torch.ops.mace_gaunt``
+    primitives, like eager (the memory savings in TorchScript too), and the file then loads
+    only in a Python process that imported ``mace_gaunt_plugin`` (e.g. our ML-IAP wrapper).
+    Convs built with ``kernel=reference`` always script the reference. Call it before
+    scripting; eager results are unchanged. Returns the number of convs set.
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, SphereConv):
+            module.script_portable = not enable
+            count += 1
+    return count
 
 
 # --------------------------------------------------------------------------- product
