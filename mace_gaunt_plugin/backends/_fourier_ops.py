@@ -46,6 +46,17 @@ def _check_grid(lmax: int, n_theta: int, n_phi: int, what: str) -> None:
         )
 
 
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """``x [..., K]`` as ``[B, K]`` with at least one row: torch's CPU FFT (MKL) refuses a
+    zero-size batch ("Inconsistent configuration parameters"), so an empty batch (a graph
+    without edges, zero atoms) gets one zero row, which the caller slices off again with
+    ``[: x.numel() // x.shape[-1]]``. The result is the same empty tensor, still in the graph."""
+    flat = x.reshape(-1, x.shape[-1])
+    if flat.shape[0] == 0:
+        flat = torch.cat([flat, flat.new_zeros(1, flat.shape[1])], dim=0)
+    return flat
+
+
 def _components(degrees: Sequence[int]) -> list[int]:
     return [l * l + m for l in degrees for m in range(2 * l + 1)]
 
@@ -92,11 +103,12 @@ class FourierSynthesis(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape[:-1]
-        spec = torch.matmul(x, self.to_spectrum).reshape(shape + (self.n_split, self.n_theta, self.lmax + 1, 2))
+        flat = _rows(x)
+        spec = torch.matmul(flat, self.to_spectrum).reshape(flat.shape[0], self.n_split, self.n_theta, self.lmax + 1, 2)
         spec = torch.fft.ifft(torch.view_as_complex(spec), dim=-2, norm="forward")
         if self.n_rows < self.n_theta:
             spec = spec[..., : self.n_rows, :]
-        values = torch.fft.irfft(spec, n=self.n_phi, dim=-1, norm="forward")
+        values = torch.fft.irfft(spec, n=self.n_phi, dim=-1, norm="forward")[: x.numel() // x.shape[-1]]
         if not self.split:
             return values.reshape(shape + (self.num_points,))
         return values.reshape(shape + (self.n_split, self.num_points))
@@ -148,15 +160,16 @@ class FourierAnalysis(torch.nn.Module):
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         shape = values.shape[:-1]
-        grid = values.reshape(shape + (self.n_rows, self.n_phi))
+        flat = _rows(values)
+        grid = flat.reshape(flat.shape[0], self.n_rows, self.n_phi)
         # [..., v, theta]: the theta FFT then runs along contiguous memory
         spec = torch.fft.rfft(grid, dim=-1, norm="forward")[..., : self.lmax + 1].transpose(-1, -2)
         if self.n_mirror > 0:
             mirror = spec[..., 1 : self.n_mirror + 1].flip(-1) * self.mirror_sign[:, None]
             spec = torch.cat([spec, mirror], dim=-1)
         spec = torch.fft.fft(spec, dim=-1, norm="forward")
-        flat = torch.view_as_real(spec).reshape(shape + (self.n_theta * (self.lmax + 1) * 2,))
-        return torch.matmul(flat, self.from_spectrum)
+        pairs = torch.view_as_real(spec).reshape(flat.shape[0], self.n_theta * (self.lmax + 1) * 2)
+        return torch.matmul(pairs[: values.numel() // values.shape[-1]], self.from_spectrum).reshape(shape + (self.from_spectrum.shape[1],))
 
 
 class FourierGauntProduct(torch.nn.Module):

@@ -98,9 +98,10 @@ def site_modules(model: torch.nn.Module) -> Iterator[tuple[str, str, torch.nn.Mo
             f"{type(model).__name__} is not a MACE model (no 'interactions' and 'products' blocks): "
             "cannot tell which TP backend it uses"
         )
-    for i, block in enumerate(interactions):
+    # named_children, not iteration: a ModuleList loaded with torch.jit.load cannot be iterated
+    for i, block in interactions.named_children():
         yield f"interactions.{i}.conv_tp", "conv", getattr(block, "conv_tp")
-    for i, block in enumerate(products):
+    for i, block in products.named_children():
         yield f"products.{i}.symmetric_contractions", "product", getattr(block, "symmetric_contractions")
 
 
