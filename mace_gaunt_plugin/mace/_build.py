@@ -28,10 +28,10 @@ from typing import Any, Iterator, Mapping, Optional
 
 import torch
 
-from ..errors import BackendMismatchError
+from ..errors import BackendMismatchError, UnsupportedIrrepsError
 from ._hook import use_backend
 
-__all__ = ["build_model", "backend_of", "backend_options_of", "site_modules"]
+__all__ = ["build_model", "backend_of", "backend_options_of", "check_model_config", "site_modules"]
 
 #: Exact classes of MACE's own site modules (``module.Class`` paths).
 STOCK_SITE_CLASSES = {
@@ -59,10 +59,42 @@ def build_model(
         model_cls = ScaleShiftMACE
     with use_backend(backend, **dict(backend_options or {})) as be:
         options = be.resolve_options(dict(backend_options or {}))
-        be.check_model_config(options, mace_kwargs)
+        check_model_config(be, options, mace_kwargs)
         model = model_cls(**mace_kwargs)
     verify_backend(model, be.name, options)
     return model
+
+
+def check_model_config(backend: Any, options: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Refuse, before anything is built or written, a MACE config that cannot be built:
+    the backend's own :meth:`~mace_gaunt_plugin.backends.base.TPBackend.check_model_config`,
+    then what no backend can build. ``config`` holds MACE constructor arguments (missing
+    ones are not checked). ``mace_run_train``'s preflight and :func:`build_model` run it.
+
+    The structural check: the first interaction's node features are products of at most
+    ``correlation`` edge harmonics of degree ``<= max_ell`` (the node embedding is
+    scalar), so with more than one interaction the hidden irreps cannot have a degree
+    above ``correlation * max_ell`` (``max_ell 0`` only makes scalars)."""
+    backend.check_model_config(options, config)
+    from e3nn import o3
+
+    hidden, max_ell, correlation = config.get("hidden_irreps"), config.get("max_ell"), config.get("correlation")
+    if hidden is None or max_ell is None or correlation is None or int(config.get("num_interactions") or 2) < 2:
+        return
+    lmax = o3.Irreps(hidden).lmax
+    orders = correlation if isinstance(correlation, (list, tuple)) else [correlation]
+    reach = int(max(orders)) * int(max_ell)
+    if lmax > reach:
+        need = -(-lmax // int(max(orders)))
+        raise UnsupportedIrrepsError(
+            backend.name,
+            str(o3.Irreps(hidden)),
+            f"max_ell={max_ell} with correlation={max(orders)}: the first interaction's node features are products of "
+            f"at most {max(orders)} edge spherical harmonics of degree <= {max_ell}, which reach degree {reach} only, "
+            f"below the hidden irreps' degree {lmax}",
+            f"Use --max_ell {need} or more (MACE's default is 3), or hidden irreps up to degree {reach} "
+            f"(--max_L {reach}).",
+        )
 
 
 def verify_backend(model: torch.nn.Module, name: str, options: Mapping[str, Any]) -> None:

@@ -319,6 +319,7 @@ def preflight(args: argparse.Namespace) -> Optional[BackendChoice]:
         With a message that says what to change.
     """
     from .. import registry
+    from ._build import check_model_config
 
     given = _parse_options(args.tp_option)
     checked = _checked_copy(args)
@@ -362,7 +363,7 @@ def preflight(args: argparse.Namespace) -> Optional[BackendChoice]:
         )
     _check_foundation(args, choice.name)
     if plugin and checked is not None:
-        backend.check_model_config(choice.options, _model_config(checked))
+        check_model_config(backend, choice.options, _model_config(checked))
 
     return choice
 
