@@ -48,13 +48,24 @@ TOY = ToyBackend(name="toy", description="third-party test backend", options=(Op
 '''
 
 
+def write_distribution(root: Path, dist: str, modules: dict[str, str], entry_points: str) -> Path:
+    """Install-free distribution ``dist`` 0.1 in ``root`` (created if missing): the
+    ``modules`` (name -> source) and a dist-info whose entry_points.txt holds
+    ``entry_points``; put ``root`` on ``sys.path``/``PYTHONPATH`` to install it."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(source)
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    return root
+
+
 def make_toy_distribution(root: Path, extra_entry_points: str = "") -> Path:
     """Write ``toy_backend.py`` and ``toy_mace_backend-0.1.dist-info`` into ``root``
     (created if missing); put ``root`` on ``sys.path``/``PYTHONPATH`` to install it."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "toy_backend.py").write_text(TOY_BACKEND_SOURCE)
-    info = root / "toy_mace_backend-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-mace-backend\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[mace_gaunt_plugin.backends]\ntoy = toy_backend:TOY\n" + extra_entry_points)
-    return root
+    return write_distribution(
+        root, "toy-mace-backend", {"toy_backend": TOY_BACKEND_SOURCE},
+        "[mace_gaunt_plugin.backends]\ntoy = toy_backend:TOY\n" + extra_entry_points,
+    )  # fmt: skip

@@ -18,6 +18,45 @@ Sites
     ``[n, irreps_out.dim]``.
 
 A backend returns ``None`` for a site it leaves to MACE's stock code.
+
+The backend contract
+--------------------
+Everything a backend must do, checked by
+:func:`mace_gaunt_plugin.testing.check_backend` (run it on yours):
+
+1. **Registration.** A :class:`TPBackend` (instance, or a class / zero-argument factory
+   returning one) under the entry-point group ``mace_gaunt_plugin.backends``, the entry
+   point's name equal to ``backend.name``; or, to try it without packaging,
+   :func:`mace_gaunt_plugin.registry.register_backend` in the running process.
+2. **Site modules subclass** :class:`BackendModule` and call
+   ``BackendModule.__init__(self, backend.name, site, options)`` with ``site`` ``"conv"``
+   or ``"product"``: the model then records its backend (``backend_of``, saved models,
+   LAMMPS export). Anything else at a site the backend claims stops the build.
+3. **``instructions`` may be ``None``** in :meth:`TPBackend.build_conv`: MACE passes its
+   ``tp_out_irreps_with_instructions`` list only when :meth:`TPBackend.conv_irreps_out`
+   returns ``None``, and :func:`~mace_gaunt_plugin.switch_backend` rebuilds modules from
+   irreps alone (``None``). Build from the irreps; refuse with a message if you cannot.
+4. **Options are JSON.** Option values (after :meth:`Option.convert`) must survive
+   ``json.dumps``/``json.loads`` unchanged: bool, int, float, str, lists of them. They
+   are stored on every module as a JSON string (TorchScript carries it).
+5. **Modules are built in the default dtype** (``torch.get_default_dtype()``): create
+   every floating buffer and parameter in it (tables computed in numpy float64 are
+   converted with ``.to(torch.get_default_dtype())``). MACE sets the default dtype
+   before building, and float32 and float64 models must both work.
+6. **Attributes that rebuilding reads.** ``switch_backend`` and ``extract_config``
+   (which MACE's tools use) read, on conv modules: ``irreps_in1``, ``irreps_in2``,
+   ``irreps_out`` (``o3.Irreps``), ``weight_numel`` (int), ``fused`` (bool); on product
+   modules: ``irreps_in``, ``irreps_out``, ``correlation`` (int) and ``num_elements``
+   (int). Parameters must be the same for two backends of one ``function_family``.
+7. **TorchScript.** MACE writes ``*_compiled.model`` with e3nn's ``jit.compile``: every
+   site module must script. Do not write ``from __future__ import annotations`` in the
+   module that defines them (TorchScript reads annotations as types and rejects the
+   strings it makes); annotate ``forward`` fully, and class attributes that are not
+   tensors or submodules (``fused: bool``).
+8. **Empty inputs.** Graphs without edges (an isolated atom, a LAMMPS step with no
+   pairs) and zero nodes must give empty or zero results, never an error.
+9. **Pickling.** Site modules are saved inside MACE's ``.model`` pickles: their class
+   must be importable by its module path (not defined in ``__main__`` or a function).
 """
 
 from __future__ import annotations
