@@ -1,10 +1,12 @@
 """The TorchScript core that LAMMPS runs: a MACE model evaluated on a graph given by
 edge vectors, returning per-atom energies and per-edge forces.
 
-The caller (the ML-IAP wrapper) builds the graph on the local atoms only: every edge
-``e = (sender s, receiver r)`` carries the vector ``v_e = x_r - x_s`` (MACE's
-convention), with ghost atoms replaced by the local atoms they image. The model sees
-``positions = 0`` and ``shifts = v``, so the edge vectors it computes are ``v`` exactly.
+Every edge ``e = (sender s, receiver r)`` carries the vector ``v_e = x_r - x_s``
+(MACE's convention). The model sees ``positions = 0`` and ``shifts = v``, so the edge
+vectors it computes are ``v`` exactly. The ML-IAP wrapper builds the graph either on the
+local atoms only (ghosts replaced by the local atoms they image, one MPI rank) or on the
+local and ghost atoms of a rank, where only the first ``n_energy`` nodes (the local
+atoms) count towards the energy that is differentiated.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class MACEEdgeCore(torch.nn.Module):
     vectors : ``[n_edges, 3]`` edge vectors ``x_receiver - x_sender``.
     edge_index : ``[2, n_edges]`` int64 ``(sender, receiver)`` node indices.
     species : ``[n_nodes]`` int64 index of each node's element in ``atomic_numbers``.
+    n_energy : differentiate the energy of nodes ``0 .. n_energy - 1`` only; ``-1``
+        (default): of every node.
 
     Returns ``(node_energy [n_nodes] float64, edge_forces [n_edges, 3])`` with
     ``edge_forces = -dE/dv``: the force the edge puts on its receiver (and minus it on
@@ -54,7 +58,7 @@ class MACEEdgeCore(torch.nn.Module):
         self.num_species = int(model.atomic_numbers.numel())
 
     def forward(
-        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor
+        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, n_energy: int = -1
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         n_nodes = species.shape[0]
         dtype = self.r_max.dtype
@@ -83,9 +87,8 @@ class MACEEdgeCore(torch.nn.Module):
         energy = out["energy"]
         if node_energy is None or energy is None:
             raise RuntimeError("the model returned no energies")
-        grads: List[Optional[torch.Tensor]] = torch.autograd.grad(
-            [energy.sum()], [shifts], allow_unused=True
-        )
+        total = energy.sum() if n_energy < 0 else node_energy[:n_energy].sum()
+        grads: List[Optional[torch.Tensor]] = torch.autograd.grad([total], [shifts], allow_unused=True)
         dE_dv = grads[0]
         if dE_dv is None:  # no edges
             dE_dv = torch.zeros_like(shifts)

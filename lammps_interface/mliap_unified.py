@@ -10,21 +10,33 @@ see benchmarks/results/lammps_engine_cpu).
 
 Two execution paths:
 
-* **plain ML-IAP data object** (any LAMMPS built with ML-IAP + PYTHON), one MPI rank:
-  ghost atoms are mapped to the local atoms they image through their atom IDs, so a
-  multi-layer model runs on the local graph and the pair forces are exact. This needs
-  the running LAMMPS instance, handed over once with :func:`attach_lammps` (from Python)
-  or with two lines in the input deck (see :data:`INPUT_DECK_LINES`). The model runs on
-  the device chosen at export (``cpu`` or ``cuda``); inputs and outputs cross once per
-  step.
+* **plain ML-IAP data object** (any LAMMPS built with ML-IAP + PYTHON), exact on any
+  number of MPI ranks. One rank (``ids``): ghost atoms are mapped to the local atoms they
+  image through their atom IDs, so a multi-layer model runs on the local graph. Several
+  ranks (``ghosts``): the graph is every local and ghost atom of the rank, its edges the
+  pairs of LAMMPS' own neighbour lists of local *and* ghost atoms (``pair_style mliap
+  unified FILE 1``), and only the local atoms' energies are differentiated, in one
+  backward pass; the pair forces go through ``update_pair_forces``, so forces on ghosts
+  reach their owners by LAMMPS' reverse communication (newton on), the global virial is
+  LAMMPS' ``sum_i x_i f_i`` over local and ghost atoms (exact for this energy) and the
+  per-atom virial is tallied pair by pair. It needs a ghost shell of at least
+  ``n_interactions x r_max`` (:attr:`MACEGauntMLIAP.receptive_field`) plus the neighbour
+  skin: ``comm_modify cutoff``; a thinner shell stops the run. ``MGP_LAMMPS_PLAIN_PATH``
+  = ``ids`` | ``ghosts`` | ``auto`` (default: ``ids`` on one rank) picks the route.
+  Both need the running LAMMPS instance, handed over once with :func:`attach_lammps`
+  (from Python) or with two lines in the input deck (see :data:`INPUT_DECK_LINES`). The
+  model runs on the device chosen at export (``cpu`` or ``cuda``); inputs and outputs
+  cross once per step.
 * **KOKKOS data object** (LAMMPS built with KOKKOS, run with ``-k on -sf kk``): the
   model runs on the device arrays and exchanges node features between layers with the
   data object's ``forward_exchange``/``reverse_exchange`` (mace's own route; LAMMPS
   releases after 4 Feb 2025), which also works across MPI ranks.
 
 Anything the wrapper cannot compute exactly stops the run with a message that says why
-(several ranks on the plain path, an element the model does not know, a missing
-instance handle, a corrupt file).
+(a too-thin ghost shell, missing ghost neighbour lists, an element the model does not
+know, a missing instance handle, a corrupt file). On several ranks a problem one rank
+sees is reported by that rank (``ERROR on proc N``) and aborts every rank, so no rank
+waits for the others.
 """
 
 from __future__ import annotations
@@ -79,6 +91,99 @@ INPUT_DECK_LINES = (
 )
 
 _ATTACHED: Any = None
+
+#: How the plain path builds its graph (environment variable ``MGP_LAMMPS_PLAIN_PATH``).
+PLAIN_PATHS = ("auto", "ids", "ghosts")
+
+#: The neighbour skin LAMMPS uses in metal units unless the deck sets one (for messages).
+_DEFAULT_METAL_SKIN = 2.0
+
+
+def _plain_path(world_size: int) -> str:
+    """``ids`` or ``ghosts`` for a run on ``world_size`` ranks (see :data:`PLAIN_PATHS`)."""
+    import os
+
+    path = os.environ.get("MGP_LAMMPS_PLAIN_PATH", "auto")
+    if path not in PLAIN_PATHS:
+        raise LAMMPSInterfaceError(f"MGP_LAMMPS_PLAIN_PATH must be one of {PLAIN_PATHS}, not {path!r}")
+    if path == "auto":
+        return "ids" if world_size == 1 else "ghosts"
+    if path == "ids" and world_size > 1:
+        raise LAMMPSInterfaceError(
+            f"MGP_LAMMPS_PLAIN_PATH=ids maps ghosts to local atoms, which needs one MPI rank (this run has "
+            f"{world_size}): unset it"
+        )
+    return path
+
+
+def _fail(lmp: Any, message: str) -> None:
+    """Stop the run. One rank: raise :class:`LAMMPSInterfaceError` (LAMMPS reports it).
+    Several ranks, where the other ranks may not see the problem (and would wait for this
+    one in the next communication): print ``ERROR on proc N: message`` and ``MPI_Abort``
+    every rank, as LAMMPS' ``error->one`` does (whose library form, ``lammps_error``,
+    finalizes the embedded Python it is called from and crashes)."""
+    if lmp.extract_setting("world_size") > 1:
+        import ctypes
+        import sys
+        import time
+
+        text = f"ERROR on proc {lmp.extract_setting('world_rank')}: mace-gaunt-plugin: {message}"
+        print(text, flush=True)
+        print(text, file=sys.stderr, flush=True)
+        lmp.flush_buffers()
+        lib = lmp.lib  # liblammps; dlsym finds the MPI library it links
+        lib.lammps_get_mpi_comm.restype = ctypes.c_int
+        fortran_comm = lib.lammps_get_mpi_comm(lmp.lmp)  # LAMMPS' world communicator, Fortran handle
+        try:
+            lib.MPI_Comm_f2c.restype, lib.MPI_Comm_f2c.argtypes = ctypes.c_void_p, [ctypes.c_int]
+            comm = lib.MPI_Comm_f2c(fortran_comm)
+        except AttributeError:  # MPICH: MPI_Comm_f2c is a cast (a macro), handles are ints
+            comm = fortran_comm
+        time.sleep(2.0)  # ranks that see the same problem (they reach it together) report it too
+        lib.MPI_Abort.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.MPI_Abort(comm, 1)
+    raise LAMMPSInterfaceError(message)
+
+
+def _ghost_shell_shortfall(lmp: Any, x: np.ndarray, nlocal: int, needed: float) -> Optional[str]:
+    """Why the ghost atoms of this rank do not reach ``needed`` (A) beyond every local atom
+    across each face of its subdomain, or None. A face on a non-periodic box boundary
+    needs no ghosts. The reach of a face is the farthest ghost beyond it, measured
+    perpendicular to the face (triclinic boxes: through LAMMPS' lamda coordinates): a
+    lower bound of the communication cutoff, which LAMMPS does not expose. So the check
+    never passes a shell that is too thin, and passes a cutoff of ``needed`` plus a skin
+    of at least the widest gap between atom layers (under 2 A in condensed matter); a
+    vacuum region at the shell's edge can make it refuse a sufficient cutoff."""
+    boxlo, boxhi, xy, yz, xz, periodicity, _ = lmp.extract_box()
+    lo = np.asarray(boxlo, dtype=np.float64)
+    h = np.array(
+        [[boxhi[0] - boxlo[0], xy, xz], [0.0, boxhi[1] - boxlo[1], yz], [0.0, 0.0, boxhi[2] - boxlo[2]]]
+    )
+    h_inv = np.linalg.inv(h)
+    lam = (np.asarray(x, dtype=np.float64) - lo) @ h_inv.T
+    if lmp.extract_setting("triclinic"):
+        sub_lo = np.array(lmp.extract_global("sublo_lambda")[:3], dtype=np.float64)
+        sub_hi = np.array(lmp.extract_global("subhi_lambda")[:3], dtype=np.float64)
+    else:
+        sub_lo = (np.array(lmp.extract_global("sublo")[:3]) - lo) / np.diag(h)
+        sub_hi = (np.array(lmp.extract_global("subhi")[:3]) - lo) / np.diag(h)
+    per_lambda = 1.0 / np.linalg.norm(h_inv, axis=1)  # A of perpendicular distance per unit of lamda_d
+    local, ghost = lam[:nlocal], lam[nlocal:]
+    for d, axis in enumerate("xyz"):
+        for side, sign, face in (("low", 1.0, sub_lo[d]), ("high", -1.0, sub_hi[d])):
+            at_box_edge = face <= 1e-12 if sign > 0 else face >= 1.0 - 1e-12
+            if (at_box_edge and not periodicity[d]) or nlocal == 0:
+                continue
+            depth = sign * (local[:, d] - face) * per_lambda[d]  # how far inside the face each local atom is
+            reach = float((sign * (face - ghost[:, d])).max(initial=0.0) * per_lambda[d])
+            wanted = needed - float(depth.min())
+            if reach < wanted:
+                return (
+                    f"the ghost atoms of MPI rank {lmp.extract_setting('world_rank')} reach {reach:.3f} A beyond the "
+                    f"{side} {axis} face of its subdomain, but a local atom {float(depth.min()):.3f} A inside it sees "
+                    f"atoms up to {needed:g} A away (n_interactions x r_max)"
+                )
+    return None
 
 
 def attach_lammps(lmp: Any) -> Any:
@@ -252,6 +357,11 @@ class MACEGauntMLIAP(MLIAPUnified):
         self.backend = st["backend"]
         self.dtype = st["dtype"]
         self.device = st["device"]
+        #: n_interactions x r_max: how far a local atom's energy sees (the ghost-shell minimum)
+        self.receptive_field = float(int(self._core.model.num_interactions) * st["r_max"])
+        forward = getattr(self._core.forward, "schema", None)
+        # cores exported before the several-ranks path differentiate every node's energy
+        self._core_takes_n_energy = forward is None or any(a.name == "n_energy" for a in forward.arguments)
 
     def _eager_model(self) -> torch.nn.Module:
         """The eager MACE model stored in the file (loaded once; needs this plugin)."""
@@ -285,7 +395,9 @@ class MACEGauntMLIAP(MLIAPUnified):
             self._compute_plain(data)
 
     # ------------------------------------------------------------- plain path
-    def _move_to_device(self) -> None:
+    def _move_to_device(self, lmp: Any) -> None:
+        """Put the core on the export's device; with ``cuda`` on several ranks, rank r of a
+        node takes GPU r mod (GPUs torch sees): one rank per GPU."""
         if self._on_device:
             return
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -294,6 +406,14 @@ class MACEGauntMLIAP(MLIAPUnified):
                 "re-export with --device cpu or run on a GPU machine"
             )
         self._device = torch.device(self.device)
+        if self.device == "cuda" and lmp.extract_setting("world_size") > 1:
+            import os
+
+            local = next(
+                (os.environ[k] for k in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID") if k in os.environ),
+                lmp.extract_setting("world_rank"),
+            )
+            self._device = torch.device("cuda", int(local) % torch.cuda.device_count())
         self._core = self._core.to(self._device)
         self._on_device = True
 
@@ -317,34 +437,28 @@ class MACEGauntMLIAP(MLIAPUnified):
         lmp = _ATTACHED
         if lmp is None or getattr(lmp, "lmp", None) is None:
             raise LAMMPSInterfaceError(
-                "the plain ML-IAP path needs the running LAMMPS instance to read atom IDs: call "
+                "the plain ML-IAP path needs the running LAMMPS instance to read atom IDs and positions: call "
                 "lammps_interface.attach_lammps(lmp) before the first run (Python), or put these lines "
                 "in the input deck before 'run':\n" + INPUT_DECK_LINES
             )
-        if lmp.extract_setting("world_size") != 1:
-            raise LAMMPSInterfaceError(
-                f"the plain ML-IAP path runs on one MPI rank only (this run has {lmp.extract_setting('world_size')}): "
-                "a message-passing model needs the KOKKOS build's exchange path for several ranks "
-                "(LAMMPS with KOKKOS, run with -k on -sf kk), or run independent single-rank simulations"
-            )
         if lmp.extract_setting("nlocal") != data.nlocal or lmp.extract_setting("nall") != data.ntotal:
-            raise LAMMPSInterfaceError(
+            _fail(
+                lmp,
                 "the attached LAMMPS instance is not the one running this pair style; "
-                "call attach_lammps(lmp) with the instance that runs it"
+                "call attach_lammps(lmp) with the instance that runs it",
             )
         return lmp
 
     def _compute_plain(self, data: Any) -> None:
-        nlocal, ntotal, nlist = int(data.nlocal), int(data.ntotal), int(data.nlistatoms)
+        """One force call on the plain data object: the graph of :meth:`_graph_ids` (one
+        rank) or of :meth:`_graph_ghosts` (any number of ranks), one model call, the local
+        atoms' energies and the pair forces (``update_pair_forces``)."""
+        nlist, npairs = int(data.nlistatoms), int(data.npairs)
         if nlist == 0:
             data.energy = 0.0
             return
         lmp = self._lammps_for(data)
-        self._move_to_device()
-
-        iatoms = np.asarray(data.iatoms)[:nlist].astype(np.int64)
-        species = self._check_species(np.asarray(data.elems)[iatoms].astype(np.int64))
-        npairs = int(data.npairs)
+        self._move_to_device(lmp)
         if npairs:
             pair_i = np.asarray(data.pair_i).astype(np.int64)
             jatoms = np.asarray(data.jatoms).astype(np.int64)
@@ -352,6 +466,44 @@ class MACEGauntMLIAP(MLIAPUnified):
         else:
             pair_i = jatoms = np.zeros(0, dtype=np.int64)
             rij = np.zeros((0, 3))
+        try:
+            if _plain_path(lmp.extract_setting("world_size")) == "ids":
+                species, senders, receivers, edges, eatom_nodes, n_energy = self._graph_ids(data, lmp, pair_i, jatoms)
+            else:
+                species, senders, receivers, edges, eatom_nodes, n_energy = self._graph_ghosts(data, lmp, pair_i, jatoms)
+        except LAMMPSInterfaceError as exc:
+            _fail(lmp, str(exc))
+
+        dev = self._device
+        vectors = torch.from_numpy(-(rij if edges is None else rij[edges])).to(dev)
+        edge_index = torch.from_numpy(np.stack([senders, receivers])).to(dev)
+        args = (vectors, edge_index, torch.from_numpy(species).to(dev))
+        node_energy, edge_forces = self._core(*args) if n_energy < 0 else self._core(*args, n_energy)
+        out = torch.cat([node_energy, edge_forces.to(torch.float64).reshape(-1)]).cpu().numpy()
+        n_nodes = species.shape[0]
+        eatoms = out[:n_nodes] if eatom_nodes is None else out[:n_nodes][eatom_nodes]
+        data.eatoms = np.ascontiguousarray(eatoms)
+        data.energy = float(eatoms.sum())
+        if npairs:
+            fij = out[n_nodes:].reshape(-1, 3)
+            if edges is not None:  # pairs of ghost atoms' lists carry no force on this route
+                full = np.zeros((npairs, 3))
+                full[edges] = fij
+                fij = full
+            data.update_pair_forces(np.ascontiguousarray(fij))
+
+    def _graph_ids(self, data: Any, lmp: Any, pair_i: np.ndarray, jatoms: np.ndarray) -> tuple:
+        """One rank: nodes are the ML-IAP list's local atoms, a ghost neighbour is replaced
+        by the local atom it images (same atom ID). Pairs of ghost atoms' own lists (with
+        ``pair_style ... 1``) are left out. Returns (species, senders, receivers, edges
+        used or None for all, nodes of ``data.eatoms`` or None, n_energy = -1)."""
+        nlocal, ntotal, nlist = int(data.nlocal), int(data.ntotal), int(data.nlistatoms)
+        iatoms = np.asarray(data.iatoms)[:nlist].astype(np.int64)
+        species = self._check_species(np.asarray(data.elems)[iatoms].astype(np.int64))
+        edges = None
+        if int(data.natomneigh) > nlist:
+            edges = np.flatnonzero(pair_i < nlocal)
+            pair_i, jatoms = pair_i[edges], jatoms[edges]
 
         # ghost -> the local atom it images, through atom IDs (unique per local atom)
         tags = np.asarray(lmp.numpy.extract_atom("id", nelem=ntotal)).astype(np.int64)
@@ -364,8 +516,8 @@ class MACEGauntMLIAP(MLIAPUnified):
         owner = local_of_tag[tags[jatoms]]
         if (owner < 0).any():
             raise LAMMPSInterfaceError(
-                "a neighbour atom has no local image on this rank; the plain ML-IAP path needs every atom "
-                "on one MPI rank (use the KOKKOS build for several ranks)"
+                "a neighbour atom has no local image on this rank, which the one-rank route (MGP_LAMMPS_PLAIN_PATH=ids) "
+                "needs: unset MGP_LAMMPS_PLAIN_PATH"
             )
         node_of_local = np.full(nlocal, -1, dtype=np.int64)
         node_of_local[iatoms] = np.arange(nlist)
@@ -373,17 +525,41 @@ class MACEGauntMLIAP(MLIAPUnified):
         receivers = node_of_local[pair_i]
         if (senders < 0).any():
             raise LAMMPSInterfaceError("a neighbour's local image is not in the ML-IAP atom list (pair_coeff NULL type?)")
+        return species, senders, receivers, edges, None, -1
 
-        dev = self._device
-        vectors = torch.from_numpy(-rij).to(dev)
-        edge_index = torch.from_numpy(np.stack([senders, receivers])).to(dev)
-        node_energy, edge_forces = self._core(vectors, edge_index, torch.from_numpy(species).to(dev))
-        out = torch.cat([node_energy, edge_forces.to(torch.float64).reshape(-1)]).cpu().numpy()
-        eatoms = out[:nlist]
-        data.eatoms = np.ascontiguousarray(eatoms)
-        data.energy = float(eatoms.sum())
-        if npairs:
-            data.update_pair_forces(np.ascontiguousarray(out[nlist:].reshape(npairs, 3)))
+    def _graph_ghosts(self, data: Any, lmp: Any, pair_i: np.ndarray, jatoms: np.ndarray) -> tuple:
+        """Any number of ranks: nodes are all local and ghost atoms (LAMMPS' indices), edges
+        all pairs of the neighbour lists of local and ghost atoms, energy differentiated
+        over the local atoms only. Exact when the ghost shell reaches
+        :attr:`receptive_field` beyond every local atom (checked here on this rank's
+        atoms). Returns what :meth:`_graph_ids` returns."""
+        nlocal, ntotal, nlist = int(data.nlocal), int(data.ntotal), int(data.nlistatoms)
+        cutoff_line = (
+            f"comm_modify cutoff {self.receptive_field + _DEFAULT_METAL_SKIN:g}  "
+            f"(n_interactions x r_max = {self.receptive_field:g} A, plus the neighbour skin: "
+            f"{_DEFAULT_METAL_SKIN:g} A unless the deck sets another; keep it at least one interatomic spacing)"
+        )
+        if not self._core_takes_n_energy:
+            raise LAMMPSInterfaceError(
+                "this model file was exported before the several-ranks route existed: re-export it with "
+                "mace_gaunt_create_lammps_model"
+            )
+        if int(data.natomneigh) != nlist + (ntotal - nlocal):
+            raise LAMMPSInterfaceError(
+                "several MPI ranks need LAMMPS' neighbour lists of the ghost atoms too: end the pair_style line "
+                "with 1, as in 'pair_style mliap unified MODEL_FILE 1', and give the ghost atoms a shell of "
+                "the model's receptive field with\n    " + cutoff_line
+            )
+        x = lmp.numpy.extract_atom("x", nelem=ntotal)
+        shortfall = _ghost_shell_shortfall(lmp, x, nlocal, self.receptive_field)
+        if shortfall is not None:
+            raise LAMMPSInterfaceError(
+                f"{shortfall}: the ghost-atom shell is too thin for this model. Add this line before the first "
+                f"run:\n    {cutoff_line}"
+            )
+        species = self._check_species(np.asarray(data.elems)[:ntotal].astype(np.int64))
+        iatoms = np.asarray(data.iatoms)[:nlist].astype(np.int64)
+        return species, jatoms, pair_i, None, iatoms, nlocal
 
     # ------------------------------------------------------------ KOKKOS path
     def _compute_kokkos(self, data: Any) -> None:

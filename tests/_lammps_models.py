@@ -27,11 +27,14 @@ def _root() -> Path:
 
 
 #: model sizes: "standard" for the exactness tests, "tiny" (Cu only, r_max 4, 4 channels,
-#: max_ell 2, correlation 2) for the 1000-step NVE runs
+#: max_ell 2, correlation 2) for the 1000-step NVE runs, "tiny_r3" for the one on two ranks
 CONFIGS = {
     "standard": dict(atomic_numbers=Z_MODEL, r_max=R_MAX, hidden_irreps="8x0e + 8x1o"),
     "tiny": dict(atomic_numbers=(29,), r_max=4.0, hidden_irreps="4x0e + 4x1o", max_ell=2, correlation=2,
                  radial_MLP=[8, 8], MLP_irreps="4x0e", atomic_energies=[-3.7]),
+    # "tiny" with r_max 3 (the 12 nearest Cu neighbours): a 6 A receptive field, for NVE on two ranks
+    "tiny_r3": dict(atomic_numbers=(29,), r_max=3.0, hidden_irreps="4x0e + 4x1o", max_ell=2, correlation=2,
+                    radial_MLP=[8, 8], MLP_irreps="4x0e", atomic_energies=[-3.7]),
 }
 
 

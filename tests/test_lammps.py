@@ -35,7 +35,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from _lammps_models import R_MAX, exported_model  # noqa: E402
 from lammps_interface import harness  # noqa: E402
-from lammps_interface._errors import LAMMPSInterfaceError  # noqa: E402
 
 pytestmark = pytest.mark.lammps
 
@@ -119,27 +118,8 @@ def test_nve_energy_drift(backend: str) -> None:
     to keep the run short)."""
     _, model_file = exported_model(backend, "tiny")
     atoms = _fcc_cu()
-    lmp = _new_lammps()
-    try:
-        harness.setup_structure(lmp, atoms, str(model_file), ["Cu"])
-        lmp.commands_string(
-            """
-            velocity all create 300.0 4928459 mom yes rot yes dist gaussian
-            timestep 0.001
-            fix nve all nve
-            thermo_style custom step etotal pe ke
-            thermo 100
-            run 0
-            """
-        )
-        e0 = lmp.last_thermo()["TotEng"]
-        energies = []
-        for _ in range(10):
-            lmp.command("run 100 pre no post no")
-            energies.append(lmp.last_thermo()["TotEng"])
-        ke = lmp.last_thermo()["KinEng"]
-    finally:
-        lmp.close()
+    res = harness.nve_drift(str(model_file), atoms, ["Cu"], steps=1000, chunk=100)
+    e0, energies, ke = res["e0"], res["energies"], res["ke"]
     n = len(atoms)
     drift = abs(energies[-1] - e0) / n
     spread = (max(energies + [e0]) - min(energies + [e0])) / n
@@ -234,30 +214,6 @@ def test_error_corrupt_model_file(models, tmp_path) -> None:
 def test_error_no_lammps_handle(models, tmp_path) -> None:
     _, model_file = models[BACKENDS[0]]
     _assert_fails(_run_lmp(tmp_path, str(model_file), attach=False), "attach_lammps", "python mgp_attach")
-
-
-def test_error_several_ranks(models) -> None:
-    """The serial build has one rank; the refusal is checked on the wrapper directly."""
-    from lammps_interface import load_model_file
-    from lammps_interface import mliap_unified as mu
-
-    class FakeLammps:
-        lmp = object()
-
-        def extract_setting(self, name: str) -> int:
-            return {"world_size": 2}.get(name, 0)
-
-    class FakeData:
-        nlocal, ntotal = 0, 0
-
-    wrapper = load_model_file(str(models[BACKENDS[0]][1]))
-    old = mu._ATTACHED
-    mu._ATTACHED = FakeLammps()
-    try:
-        with pytest.raises(LAMMPSInterfaceError, match="one MPI rank"):
-            wrapper._lammps_for(FakeData())
-    finally:
-        mu._ATTACHED = old
 
 
 def test_export_cli(models, tmp_path) -> None:
