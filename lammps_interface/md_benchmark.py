@@ -7,7 +7,10 @@ For each backend: build a random-weight model (DESIGN.md section 5: fcc Cu, r_ma
 with ``--device``/``--dtype``, run a standalone ``lmp -in`` NVE run on an N x N x N
 cubic fcc box, and read ns/day from LAMMPS' own ``Performance:`` line of the timed run
 (after a warm-up run). Results go to ``OUT/lammps_md_benchmark.json`` and a table on
-stdout.
+stdout. ``--ranks N`` runs ``lmp`` under ``mpirun -np N`` (the several-ranks route:
+ghost neighbour lists and a ghost shell of 2 x r_max plus the 2 A skin);
+``--plain-path ghosts`` takes that route on one rank too (to compare it with the
+atom-ID route, ``ids``, which one rank uses by default).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ region box block 0 {cells} 0 {cells} 0 {cells}
 create_box 1 box
 create_atoms 1 box
 mass 1 63.546
+{comm}
 {attach}
-pair_style mliap unified {model} 0
+pair_style mliap unified {model} {ghosts}
 pair_coeff * * Cu
 velocity all create 300.0 4928459 mom yes rot yes dist gaussian
 timestep 0.001
@@ -103,21 +107,24 @@ def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     mfile = export_model(str(model_path), str(out / f"{backend}.mliap"), args.dtype, args.device, engine=args.engine)
     export_s = time.perf_counter() - t0
     deck = out / f"in.{backend}"
+    ghosts = args.ranks > 1 or args.plain_path == "ghosts"
     deck.write_text(
         DECK.format(
             cells=args.cells, attach=INPUT_DECK_LINES, model=mfile, warmup=args.warmup, steps=args.steps,
-            thermo=max(1, args.steps // 5),
+            thermo=max(1, args.steps // 5), ghosts=int(ghosts),
+            comm=f"comm_modify cutoff {2 * args.r_max + 2.0!r}" if ghosts else "",  # 2 layers x r_max + skin
         )
     )
     lmp = harness.find_lmp()
     if lmp is None:
         raise SystemExit("no lmp executable: run lammps_interface/build_lammps.sh first")
     log = out / f"log.{backend}"
+    cmd = [lmp, "-in", str(deck), "-log", str(log), "-nocite"]
+    if args.ranks > 1:
+        cmd = harness.mpirun_command(args.ranks) + cmd
+    env = harness.lmp_env({"MGP_LAMMPS_PLAIN_PATH": args.plain_path})
     t0 = time.perf_counter()
-    res = subprocess.run(
-        [lmp, "-in", str(deck), "-log", str(log), "-nocite"], cwd=out, env=harness.lmp_env(),
-        capture_output=True, text=True,
-    )
+    res = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     (out / f"stdout.{backend}").write_text(res.stdout + res.stderr)
     if res.returncode != 0:
@@ -133,6 +140,8 @@ def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     natoms = int(loops[-1][2])
     return {
         "backend": backend,
+        "ranks": args.ranks,
+        "plain_path": args.plain_path,
         "atoms": natoms,
         "ns_per_day": float(perf[-1][0]),
         "timesteps_per_s": float(perf[-1][1]),
@@ -202,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-exactness", action="store_true", help="skip the float64 LAMMPS-vs-ASE check")
     p.add_argument("--engine", choices=("torchscript", "eager"), default="torchscript", help="how LAMMPS runs the core")
     p.add_argument("--no-core-split", action="store_true", help="skip timing the model core alone (scripted and eager)")
+    p.add_argument("--ranks", type=int, default=1, help="MPI ranks (mpirun -np RANKS lmp ...)")
+    p.add_argument("--plain-path", choices=("auto", "ids", "ghosts"), default="auto",
+                   help="MGP_LAMMPS_PLAIN_PATH: the one-rank atom-ID route or the several-ranks ghost route")
     p.add_argument("--out", default="lammps_md_benchmark")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
@@ -236,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "lammps_md_benchmark.json").write_text(json.dumps(info, indent=2))
     print(f"\nLAMMPS MD, {info['device']}, {args.dtype}, model on {args.device} ({args.engine}), "
           f"{args.channels} channels, hidden L={args.hidden_l}, max_ell {args.max_ell}, r_max {args.r_max}")
+    print(f"ranks {args.ranks}, plain path {args.plain_path}")
     print(f"{'backend':8s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'drift eV/atom':>14s} "
           f"{'core ms (script)':>17s} {'core ms (eager)':>16s}")
     for r in info["results"]:
