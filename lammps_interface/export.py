@@ -8,9 +8,16 @@ name must not end in ``.pt``/``.pth``: LAMMPS reads those with ``torch.load``, w
 torch >= 2.6 refuses pickled classes unless ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set
 in the LAMMPS process; any other name is read with plain ``pickle``.
 
+The input is either a pickled ``.model`` (unpickled: load only files you trust) or a safe
+model file (``*.safetensors`` from :func:`mace_gaunt_plugin.save_model`,
+``mace_run_train`` or ``mace_gaunt_convert_model``; read without unpickling). The output
+is written through a temporary file created exclusively in the output's folder, then
+renamed. A safe model file can also be loaded by the LAMMPS deck itself, with no export
+step and no pickle (:func:`lammps_interface.mliap_unified.safe_deck_lines`).
+
 Example::
 
-    mace_gaunt_create_lammps_model my.model -o my.mliap --dtype float64 --device cpu
+    mace_gaunt_create_lammps_model my.model -o my.mliap --dtype float64 --device cpu --types C,H,N,O
 """
 
 from __future__ import annotations
@@ -18,11 +25,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ._errors import LAMMPSInterfaceError
 
-__all__ = ["export_model", "main", "default_output"]
+__all__ = ["export_model", "main", "default_output", "pair_coeff_hint"]
 
 _DTYPES = ("float64", "float32")
 
@@ -41,13 +48,53 @@ def export_model(
     head: Optional[str] = None,
     engine: str = "torchscript",
 ) -> str:
-    """Export the MACE model saved at ``model_path``; returns the path written. ``engine``
-    (``torchscript`` or ``eager``) picks how LAMMPS runs the model core."""
+    """Export the MACE model saved at ``model_path`` (a pickled ``.model`` or a safe model
+    file); returns the path written. ``engine`` (``torchscript`` or ``eager``) picks how
+    LAMMPS runs the model core."""
+    return _export(model_path, output, dtype, device, head, engine)[0]
+
+
+def _read_model(model_path: str, dtype: str) -> Any:
+    """The eager model at ``model_path``: a ``*.safetensors`` file is rebuilt from data and
+    never unpickled; anything else is read as the pickled ``.model`` the user named
+    (weights_only=False: a pickled module needs it)."""
+    import torch
+
+    from mace_gaunt_plugin.mace._safe_file import SAFE_SUFFIX, SafeModelFileError, is_safe_model_file, load_model
+
+    if model_path.endswith(SAFE_SUFFIX):  # by name, so that a file named *.safetensors is never unpickled
+        if not is_safe_model_file(model_path):
+            raise LAMMPSInterfaceError(
+                f"{model_path!r} is named like a safe model file but is not one (a pickle renamed?); it was not opened "
+                "as a pickle. Get the real file, or convert a trusted .model with mace_gaunt_convert_model"
+            )
+        try:
+            return load_model(model_path, dtype=dtype)
+        except SafeModelFileError as exc:
+            raise LAMMPSInterfaceError(str(exc)) from None
+    try:
+        model = torch.load(model_path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise LAMMPSInterfaceError(
+            f"could not read {model_path!r} as a saved MACE model ({type(exc).__name__}: {exc}); give the "
+            "eager .model file (torch.save of the module) or a safe model file, not *_compiled.model"
+        ) from exc
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
+        raise LAMMPSInterfaceError(
+            f"{model_path!r} holds a {type(model).__name__}; give the eager .model file, not *_compiled.model"
+        )
+    return model
+
+
+def _export(
+    model_path: str, output: Optional[str], dtype: str, device: str, head: Optional[str], engine: str
+) -> tuple[str, Any]:
+    """:func:`export_model`, also returning the wrapper written."""
     import pickle
 
     import torch
 
-    import mace  # noqa: F401  (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD for e3nn, before torch.load)
+    from mace_gaunt_plugin._atomic_write import write_atomically
 
     from .mliap_unified import ENGINES, MACEGauntMLIAP
 
@@ -63,23 +110,36 @@ def export_model(
         raise LAMMPSInterfaceError(f"engine must be one of {ENGINES}, not {engine!r}")
     if not os.path.isfile(model_path):
         raise LAMMPSInterfaceError(f"model file {model_path!r} does not exist")
-    try:
-        model = torch.load(model_path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise LAMMPSInterfaceError(
-            f"could not read {model_path!r} as a saved MACE model ({type(exc).__name__}: {exc}); give the "
-            "eager .model file (torch.save of the module), not *_compiled.model"
-        ) from exc
-    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
-        raise LAMMPSInterfaceError(
-            f"{model_path!r} holds a {type(model).__name__}; give the eager .model file, not *_compiled.model"
-        )
+    model = _read_model(model_path, dtype)
     wrapper = MACEGauntMLIAP.from_model(model, dtype=getattr(torch, dtype), device=device, head=head, engine=engine)
-    tmp = output + ".tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(wrapper, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, output)
-    return output
+    write_atomically(output, lambda f: pickle.dump(wrapper, f, protocol=pickle.HIGHEST_PROTOCOL))
+    return output, wrapper
+
+
+def pair_coeff_hint(model_elements: Sequence[str], types: Optional[Sequence[str]] = None) -> str:
+    """The ``pair_coeff`` line for the deck. With ``types`` (the element of atom type 1, 2,
+    ... of the deck's data) it is that line, checked against the model's elements; without,
+    a template that says the order is the data's type order, not the model's.
+
+    >>> print(pair_coeff_hint(["H", "C"], ["C", "H"]))
+    pair_coeff * * C H  # atom type 1 = C, 2 = H
+    """
+    known = list(model_elements)
+    if types is None:
+        return (
+            "pair_coeff * * ELEMENT_OF_TYPE_1 ELEMENT_OF_TYPE_2 ...\n"
+            "# List one element per atom type IN THE ORDER OF YOUR DATA FILE'S TYPES (type 1 first), not in the\n"
+            f"# model's order: a wrong order silently gives wrong energies. This model knows {' '.join(known)}\n"
+            "# (its element order: " + ", ".join(f"{k} = {e}" for k, e in enumerate(known)) + ").\n"
+            "# Pass --types (e.g. --types C,H,N,O) to have the line written for your data."
+        )
+    unknown = [t for t in types if t not in known]
+    if unknown:
+        raise LAMMPSInterfaceError(
+            f"--types names element(s) {', '.join(unknown)} that this model does not know; its elements are {', '.join(known)}"
+        )
+    listed = ", ".join(f"{k} = {e}" for k, e in enumerate(types, start=1))
+    return f"pair_coeff * * {' '.join(types)}  # atom type {listed}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -96,21 +156,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--engine", choices=("torchscript", "eager"), default="torchscript",
                         help="run the model core as TorchScript (default) or as the eager module (needs this plugin "
                              "in LAMMPS' Python either way)")
+    parser.add_argument("--types", type=_element_list, default=None, metavar="EL1,EL2,...",
+                        help="the element of each atom type of your LAMMPS data, in type order (type 1 first), for "
+                             "the printed pair_coeff line; without it the line is a template")
     args = parser.parse_args(argv)
     try:
-        out = export_model(args.model, args.output, dtype=args.dtype, device=args.device, head=args.head,
-                           engine=args.engine)
+        out, wrapper = _export(args.model, args.output, args.dtype, args.device, args.head, args.engine)
+        pair_coeff = pair_coeff_hint(wrapper.model_elements, args.types)
     except LAMMPSInterfaceError as exc:
         print(f"mace_gaunt_create_lammps_model: error: {exc}", file=sys.stderr)
         return 2
-    from .mliap_unified import INPUT_DECK_LINES, load_model_file
+    from .mliap_unified import INPUT_DECK_LINES
 
-    wrapper = load_model_file(out)
-    elements = " ".join(wrapper.model_elements)
     print(f"wrote {out}: {wrapper!r}")
     print("In the LAMMPS input (units metal, one MPI rank):")
-    print(INPUT_DECK_LINES + f"pair_style mliap unified {out} 0\npair_coeff * * {elements}  # one element per atom type")
+    print(INPUT_DECK_LINES + f"pair_style mliap unified {out} 0\n{pair_coeff}")
     return 0
+
+
+def _element_list(text: str) -> list[str]:
+    items = [t for t in text.replace(",", " ").split() if t]
+    if not items:
+        raise argparse.ArgumentTypeError("give at least one element, e.g. C,H,N,O")
+    return items
 
 
 if __name__ == "__main__":

@@ -67,7 +67,17 @@ except ImportError:  # exporting needs no LAMMPS; the pickle names only this mod
             self.rcutfac = rcutfac
 
 
-__all__ = ["MACEGauntMLIAP", "attach_lammps", "load_model_file", "INPUT_DECK_LINES", "FORMAT_VERSION", "ENGINES"]
+__all__ = [
+    "MACEGauntMLIAP",
+    "attach_lammps",
+    "load_model_file",
+    "load_safe_model",
+    "load_safe_into_lammps",
+    "safe_deck_lines",
+    "INPUT_DECK_LINES",
+    "FORMAT_VERSION",
+    "ENGINES",
+]
 
 #: Bumped when the pickled state changes incompatibly.
 FORMAT_VERSION = 1
@@ -203,7 +213,9 @@ def attach_lammps(lmp: Any) -> Any:
 
 
 def load_model_file(path: str) -> "MACEGauntMLIAP":
-    """Read an exported model file (for ``load_unified`` + ``pair_style mliap unified EXISTS 0``)."""
+    """Read an exported model file (for ``load_unified`` + ``pair_style mliap unified EXISTS 0``).
+    The file is a PICKLE: reading it runs any code it contains; use it only for files you
+    exported yourself or trust (:func:`load_safe_model` reads a safe model file instead)."""
     import pickle
 
     try:
@@ -216,6 +228,63 @@ def load_model_file(path: str) -> "MACEGauntMLIAP":
     if not isinstance(obj, MACEGauntMLIAP):
         raise ModelFileError(f"{path!r} holds a {type(obj).__name__}, not a MACEGauntMLIAP model")
     return obj
+
+
+def load_safe_model(
+    path: str, dtype: str = "float64", device: str = "cpu", head: Optional[str] = None, engine: str = "torchscript"
+) -> "MACEGauntMLIAP":
+    """The ML-IAP model of a safe model file (:func:`mace_gaunt_plugin.save_model`), built
+    in this process without unpickling anything, for ``lammps.mliap.load_unified`` and
+    ``pair_style mliap unified EXISTS 0``.
+
+    >>> # from lammps import mliap; mliap.load_unified(load_safe_model("my.safetensors"))
+    """
+    from mace_gaunt_plugin.mace._safe_file import SafeModelFileError, load_model
+
+    if dtype not in ("float64", "float32"):
+        raise LAMMPSInterfaceError(f"dtype must be float64 or float32, not {dtype!r}")
+    try:
+        model = load_model(path, dtype=dtype)
+    except SafeModelFileError as exc:
+        raise ModelFileError(str(exc)) from None
+    return MACEGauntMLIAP.from_model(model, dtype=getattr(torch, dtype), device=device, head=head, engine=engine)
+
+
+def load_safe_into_lammps(lmp: Any, path: str, dtype: str = "float64", device: str = "cpu") -> "MACEGauntMLIAP":
+    """For an input deck: attach the running LAMMPS (``SELF``), build the model of the safe
+    model file ``path`` (:func:`load_safe_model`) and hand it to ML-IAP, for
+    ``pair_style mliap unified EXISTS 0`` (see :func:`safe_deck_lines`)."""
+    import importlib.util
+
+    from lammps import mliap
+
+    lmp = attach_lammps(lmp)
+    wrapper = load_safe_model(path, dtype=dtype, device=device)
+    if importlib.util.find_spec("mliap_unified_couple") is None:  # a Python-driven LAMMPS: not built in
+        mliap.activate_mliappy(lmp)
+    mliap.load_unified(wrapper)
+    return wrapper
+
+
+def safe_deck_lines(path: str, dtype: str = "float64", device: str = "cpu") -> str:
+    """Input-deck lines that load a safe model file without any unpickling (replace
+    ``INPUT_DECK_LINES`` and the ``pair_style`` line; ``pair_coeff`` follows as usual).
+
+    >>> print(safe_deck_lines("my.safetensors"), end="")  # doctest: +NORMALIZE_WHITESPACE
+    python mgp_load_safe input 4 SELF my.safetensors float64 cpu format psss here
+      "from lammps_interface.mliap_unified import load_safe_into_lammps as mgp_load_safe"
+    python mgp_load_safe invoke
+    pair_style mliap unified EXISTS 0
+    """
+    for value in (path, dtype, device):
+        if not value or any(c.isspace() or c in "\"'$#" for c in value):
+            raise LAMMPSInterfaceError(f"{value!r}: give a path, dtype and device without spaces, quotes, $ or #")
+    return (
+        f"python mgp_load_safe input 4 SELF {path} {dtype} {device} format psss here "
+        '"from lammps_interface.mliap_unified import load_safe_into_lammps as mgp_load_safe"\n'
+        "python mgp_load_safe invoke\n"
+        "pair_style mliap unified EXISTS 0\n"
+    )
 
 
 def _sha256(blob: bytes) -> str:
@@ -241,6 +310,7 @@ class MACEGauntMLIAP(MLIAPUnified):
         backend: str,
         head: str,
         engine: str = "torchscript",
+        live: Optional[tuple[torch.nn.Module, torch.nn.Module]] = None,
     ) -> None:
         super().__init__(None, ELEMENT_TYPES, 1, 1, 0.5 * float(r_max))
         if engine not in ENGINES:
@@ -259,7 +329,7 @@ class MACEGauntMLIAP(MLIAPUnified):
             "head": head,
             "engine": engine,
         }
-        self._setup()
+        self._setup(live)
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -298,6 +368,7 @@ class MACEGauntMLIAP(MLIAPUnified):
         core = script_core(copy.deepcopy(model), head=heads.index(head))
         buf = io.BytesIO()
         torch.jit.save(core, buf)
+        # the objects just serialised run the model: nothing is read back from the bytes
         return cls(
             core_bytes=buf.getvalue(),
             eager_bytes=eager.getvalue(),
@@ -308,6 +379,7 @@ class MACEGauntMLIAP(MLIAPUnified):
             backend=backend_of(model),
             head=head,
             engine=engine,
+            live=(core, model),
         )
 
     # ------------------------------------------------------------ (un)pickling
@@ -328,13 +400,17 @@ class MACEGauntMLIAP(MLIAPUnified):
         self._state = state
         self._setup()
 
-    def _setup(self) -> None:
+    def _setup(self, live: Optional[tuple[torch.nn.Module, torch.nn.Module]] = None) -> None:
+        """Make the model core: from ``live`` (TorchScript core, eager model) when the
+        wrapper was just built from a model, else from the bytes of an unpickled file."""
         st = self._state
-        self._eager_cache: Optional[torch.nn.Module] = None
+        self._eager_cache: Optional[torch.nn.Module] = None if live is None else live[1]
         self.engine = st.get("engine", "torchscript")
         if self.engine not in ENGINES:
             raise ModelFileError(f"model file names an unknown engine {self.engine!r}; re-export it")
-        if self.engine == "eager":
+        if live is not None and self.engine == "torchscript":
+            self._core = live[0]
+        elif self.engine == "eager":
             from ._core import MACEEdgeCore
 
             model = self._eager_model()
