@@ -558,9 +558,8 @@ def check_backend(
 
     Examples
     --------
-    >>> results = check_backend("grid", checks=("o3", "switch"), dtypes=(torch.float64,))  # doctest: +SKIP
-    >>> results  # doctest: +SKIP
-    {'o3': 'passed', 'switch': 'passed'}
+    >>> check_backend("grid", checks=("translation", "switch"), dtypes=(torch.float64,))
+    {'translation': 'passed', 'switch': 'passed'}
     """
     unknown = [c for c in checks if c not in _CHECK_FUNCTIONS]
     if unknown:

@@ -55,11 +55,19 @@ def test_third_party_backend_found_and_builds_model(tmp_path: Path) -> None:
         else:
             raise SystemExit("broken backend was returned")
         cfg = small_mace_config(hidden_irreps="4x0e + 4x1o", num_interactions=1)
+        torch.set_default_dtype(torch.float64)
+        torch.manual_seed(0)
         model = mgp.build_model("toy", **cfg)
+        torch.manual_seed(0)
+        stock = mgp.build_model("e3nn", **cfg)  # the toy conv is e3nn's CG product: same draws, same model
         assert mgp.backend_of(model) == "toy"
         atoms = ase.io.read({str(Path(__file__).resolve().parents[2] / 'shared/data/3bpa/train_300K.xyz')!r}, ":1")
-        e, f = model_energy_forces(model, atoms_to_batch(atoms, cfg["atomic_numbers"], cfg["r_max"]))
-        assert torch.isfinite(e).all() and f.shape == (27, 3)
+        batch = atoms_to_batch(atoms, cfg["atomic_numbers"], cfg["r_max"])
+        e, f = model_energy_forces(model, batch)
+        e0, f0 = model_energy_forces(stock, batch)
+        assert f.shape == (27, 3) and f.abs().max() > 1e-6
+        torch.testing.assert_close(e, e0, rtol=0, atol=1e-10)
+        torch.testing.assert_close(f, f0, rtol=0, atol=1e-10)
         print("OK", float(e[0]))
         """
     )
