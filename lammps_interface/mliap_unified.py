@@ -32,6 +32,11 @@ Two execution paths:
   data object's ``forward_exchange``/``reverse_exchange`` (mace's own route; LAMMPS
   releases after 4 Feb 2025), which also works across MPI ranks.
 
+The exported file is a pickle (load only files you exported or trust). A safe model file
+(``*.safetensors``, :func:`mace_gaunt_plugin.save_model`) needs no export and no pickle:
+the deck builds the wrapper itself with :func:`load_safe_into_lammps` and uses
+``pair_style mliap unified EXISTS 0`` (the lines: :func:`safe_deck_lines`).
+
 Anything the wrapper cannot compute exactly stops the run with a message that says why
 (a too-thin ghost shell, missing ghost neighbour lists, an element the model does not
 know, a missing instance handle, a corrupt file). On several ranks a problem one rank
