@@ -9,6 +9,7 @@ one dense einsum of the form ``T``.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import subprocess
 import textwrap
@@ -25,6 +26,11 @@ from mace_gaunt_plugin.errors import BackendOptionError
 from mace_gaunt_plugin.testing import TOLERANCES, default_dtype
 
 OPS = torch.ops.mace_gaunt
+
+# Triton's interpreter (how the Triton kernels run on CPU tensors here) must be on before
+# triton is first imported, so the interpreter tests run in a child pytest started with
+# TRITON_INTERPRET=1 (test_triton_kernels_under_the_interpreter); in this process they skip.
+INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 
 # --------------------------------------------------------------------------- primitives alone
 
@@ -364,3 +370,101 @@ def test_primitives_on_cuda_match_cpu(dtype) -> None:
         ints = [t for t in args if not isinstance(t, torch.Tensor)]
         got = op(*on(*tensors), *ints).cpu()
         torch.testing.assert_close(got, op(*args), rtol=0, atol=TOLERANCES[dtype] * 10)
+
+
+# --------------------------------------------------------------------------- Triton kernels (interpreter on CPU)
+
+
+@pytest.fixture
+def triton_interpreter():
+    if not INTERPRETER:
+        pytest.skip("runs in the child pytest of test_triton_kernels_under_the_interpreter")
+    triton = pytest.importorskip("triton", reason="Triton is not installed (the 'triton' extra)")
+    assert triton.knobs.runtime.interpret
+
+
+def test_triton_kernels_under_the_interpreter(python) -> None:
+    """The tests that use ``triton_interpreter``, in a fresh pytest with TRITON_INTERPRET=1."""
+    pytest.importorskip("triton", reason="Triton is not installed (the 'triton' extra)")
+    if INTERPRETER:
+        pytest.skip("this is the child")
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", __file__, "-k", "triton and not under_the_interpreter and not cuda"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    tail = run.stdout[-3000:]
+    assert run.returncode == 0, tail + run.stderr[-2000:]
+    assert " passed" in tail and "skipped" not in tail.splitlines()[-1], tail
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("js", J_CASES)
+def test_triton_primitives_equal_torch(js, dtype, triton_interpreter) -> None:
+    a, b, w, s, ia, ib = _operands(*js, n=5, e=11, c=3, k=4, p=7, dtype=dtype)
+    ja, jb, jw = js
+    tol = TOLERANCES[dtype]
+    for j_out in sorted({1, max(js)}):
+        torch.testing.assert_close(OPS.quad_nodes_triton(b, w, s, ib, ia, j_out), OPS.quad_nodes(b, w, s, ib, ia, j_out), rtol=0, atol=tol)
+        torch.testing.assert_close(OPS.quad_weights_triton(a, b, s, ia, ib, j_out), OPS.quad_weights(a, b, s, ia, ib, j_out), rtol=0, atol=tol)
+    torch.testing.assert_close(OPS.quad_points_triton(a, b, w, ia, ib), OPS.quad_points(a, b, w, ia, ib), rtol=0, atol=tol)
+    empty = _operands(*js, e=0, dtype=dtype)
+    assert not OPS.quad_nodes_triton(empty[1], empty[2], empty[3], empty[5], empty[4], ja).any()
+
+
+def test_triton_primitives_gradgradcheck(triton_interpreter, float64) -> None:
+    a, b, w, s, ia, ib = _operands(1, 2, 2, n=3, e=4, c=2, k=2, p=3)
+    leaves = tuple(t.clone().requires_grad_() for t in (b, w, s))
+    fn = lambda b_, w_, s_: OPS.quad_nodes_triton(b_, w_, s_, ib, ia, 1)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, leaves)
+    assert torch.autograd.gradgradcheck(fn, leaves)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["l2", "l1l2"])
+def test_triton_conv_equals_reference(mode, dtype, triton_interpreter) -> None:
+    with default_dtype(dtype):
+        new = _build("grid", 1, 2, mode, "triton")
+        ref = _build("grid", 1, 2, mode, "reference")
+    assert new.kernel_in_use() == "triton" and "kernel=triton (runs triton" in repr(new)
+    x1, vec, w, edge_index = (t.to(dtype) if t.is_floating_point() else t for t in _inputs(new, "isolated_nodes"))
+    x2 = _edge_attrs(new, vec)
+    torch.testing.assert_close(new(x1, x2, w, edge_index), ref(x1, x2, w, edge_index), rtol=0, atol=TOLERANCES[dtype] * 10)
+    if dtype == torch.float64:
+        first_new, second_new = _forces_and_second(new, x1, vec, w, edge_index)
+        first_ref, second_ref = _forces_and_second(ref, x1, vec, w, edge_index)
+        for got, want in zip(first_new + second_new, first_ref + second_ref):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_triton_kernel_refused_on_cpu(monkeypatch, triton_interpreter) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(BackendOptionError, match="kernel='triton' cannot run here"):
+        _build("grid", 1, 2, "l2", "triton")
+    conv = _build("grid", 1, 2, "l2", "auto")
+    assert conv.kernel_in_use() == "torch"  # auto on CPU tensors: the torch primitives
+    pytest.importorskip("triton", reason="Triton is not installed (the 'triton' extra)")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    forced = _build("grid", 1, 2, "l2", "triton")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    x1, vec, w, edge_index = _inputs(forced, "isolated_nodes")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        forced(x1, _edge_attrs(forced, vec), w, edge_index)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_on_cuda_matches_torch(dtype) -> None:
+    pytest.importorskip("triton", reason="Triton is not installed (the 'triton' extra)")
+    with default_dtype(dtype):
+        for mode in ("l2", "l1l2"):
+            new = _build("grid", 2, 3, mode, "auto", channels=16).cuda()
+            ref = _build("grid", 2, 3, mode, "torch", channels=16).cuda()
+            assert new.kernel_in_use() == "triton"
+            x1, vec, w, edge_index = (t.to(dtype).cuda() if t.is_floating_point() else t.cuda() for t in _inputs(new, "unsorted_repeated", n_nodes=40))
+            first_new, second_new = _forces_and_second(new, x1, vec, w, edge_index)
+            first_ref, second_ref = _forces_and_second(ref, x1, vec, w, edge_index)
+            for got, want in zip(first_new + second_new, first_ref + second_ref):
+                torch.testing.assert_close(got, want, rtol=TOLERANCES[dtype] * 10, atol=TOLERANCES[dtype] * 10)

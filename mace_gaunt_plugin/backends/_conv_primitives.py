@@ -83,6 +83,7 @@ __all__ = [
     "set_chunk_budget",
     "limited_chunk_budget",
     "NAMESPACE",
+    "define_primitives",
     "reference_conv",
     "primitive_conv",
 ]
@@ -209,83 +210,75 @@ def _quad_points_impl(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, index_a
 
 # --------------------------------------------------------------------------- custom operators
 
-
-@torch.library.custom_op(f"{NAMESPACE}::quad_nodes", mutates_args=())
-def quad_nodes(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, gather: torch.Tensor, scatter: torch.Tensor, j_out: int) -> torch.Tensor:
-    """``out[scatter_e, c, j, p] += x[gather_e, c, j, p] * sum_k w[e, c, j, k] s[e, k, p]``,
-    the degree axis summed or broadcast to ``j_out``; ``out`` has ``x``'s rows."""
-    return _quad_nodes_impl(x, w, s, gather, scatter, j_out)
-
-
-@torch.library.custom_op(f"{NAMESPACE}::quad_weights", mutates_args=())
-def quad_weights(a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, index_a: torch.Tensor, index_b: torch.Tensor, j_out: int) -> torch.Tensor:
-    """``out[e, c, j, k] = sum_p a[index_a_e, c, j, p] b[index_b_e, c, j, p] s[e, k, p]``,
-    the degree axis summed or broadcast to ``j_out``."""
-    return _quad_weights_impl(a, b, s, index_a, index_b, j_out)
+_SCHEMAS = {
+    "quad_nodes": "(Tensor x, Tensor w, Tensor s, Tensor gather, Tensor scatter, int j_out) -> Tensor",
+    "quad_weights": "(Tensor a, Tensor b, Tensor s, Tensor index_a, Tensor index_b, int j_out) -> Tensor",
+    "quad_points": "(Tensor a, Tensor b, Tensor w, Tensor index_a, Tensor index_b) -> Tensor",
+}
 
 
-@torch.library.custom_op(f"{NAMESPACE}::quad_points", mutates_args=())
-def quad_points(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, index_a: torch.Tensor, index_b: torch.Tensor) -> torch.Tensor:
-    """``out[e, k, p] = sum_{c, j} a[index_a_e, c, j, p] b[index_b_e, c, j, p] w[e, c, j, k]``."""
-    return _quad_points_impl(a, b, w, index_a, index_b)
-
-
-@quad_nodes.register_fake
-def _(x, w, s, gather, scatter, j_out):
+def _fake_nodes(x, w, s, gather, scatter, j_out):  # noqa: ANN001, ANN202
     return x.new_empty((x.shape[0], x.shape[1], j_out, x.shape[3]))
 
 
-@quad_weights.register_fake
-def _(a, b, s, index_a, index_b, j_out):
+def _fake_weights(a, b, s, index_a, index_b, j_out):  # noqa: ANN001, ANN202
     return a.new_empty((s.shape[0], a.shape[1], j_out, s.shape[1]))
 
 
-@quad_points.register_fake
-def _(a, b, w, index_a, index_b):
+def _fake_points(a, b, w, index_a, index_b):  # noqa: ANN001, ANN202
     return a.new_empty((w.shape[0], w.shape[3], a.shape[3]))
 
 
-# Each backward is the same three operators with the roles of the operands swapped
-# (the cotangent ``g`` takes the place of the operand that was returned).
-
-_ops = torch.ops.mace_gaunt
-
-
 def _save(ctx, inputs, output) -> None:  # noqa: ANN001
-    tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
-    ctx.save_for_backward(*tensors)
+    ctx.save_for_backward(*[t for t in inputs if isinstance(t, torch.Tensor)])
 
 
-def _backward_nodes(ctx, g: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # noqa: ANN001
-    x, w, s, gather, scatter = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    dx = _ops.quad_nodes(g, w, s, scatter, gather, x.shape[2]) if need[0] else None
-    dw = _ops.quad_weights(g, x, s, scatter, gather, w.shape[2]) if need[1] else None
-    ds = _ops.quad_points(g, x, w, scatter, gather) if need[2] else None
-    return dx, dw, ds, None, None, None
+def define_primitives(suffix: str, nodes_impl, weights_impl, points_impl) -> tuple:  # noqa: ANN001
+    """Register one family ``mace_gaunt::quad_{nodes,weights,points}{suffix}`` with these
+    implementations (same signatures as :func:`quad_nodes` ...), fake kernels and the
+    autograd formulas, which call the same family: each backward is the three operators
+    with the roles of the operands swapped (the cotangent ``g`` takes the place of the
+    operand that was returned). Returns the three operators."""
+    nodes = torch.library.custom_op(f"{NAMESPACE}::quad_nodes{suffix}", nodes_impl, mutates_args=(), schema=_SCHEMAS["quad_nodes"])
+    weights = torch.library.custom_op(f"{NAMESPACE}::quad_weights{suffix}", weights_impl, mutates_args=(), schema=_SCHEMAS["quad_weights"])
+    points = torch.library.custom_op(f"{NAMESPACE}::quad_points{suffix}", points_impl, mutates_args=(), schema=_SCHEMAS["quad_points"])
+
+    def backward_nodes(ctx, g: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # noqa: ANN001
+        x, w, s, gather, scatter = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dx = nodes(g, w, s, scatter, gather, x.shape[2]) if need[0] else None
+        dw = weights(g, x, s, scatter, gather, w.shape[2]) if need[1] else None
+        ds = points(g, x, w, scatter, gather) if need[2] else None
+        return dx, dw, ds, None, None, None
+
+    def backward_weights(ctx, g: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # noqa: ANN001
+        a, b, s, index_a, index_b = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        da = nodes(b, g, s, index_b, index_a, a.shape[2]) if need[0] else None
+        db = nodes(a, g, s, index_a, index_b, b.shape[2]) if need[1] else None
+        ds = points(a, b, g, index_a, index_b) if need[2] else None
+        return da, db, ds, None, None, None
+
+    def backward_points(ctx, g: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # noqa: ANN001
+        a, b, w, index_a, index_b = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        da = nodes(b, w, g, index_b, index_a, a.shape[2]) if need[0] else None
+        db = nodes(a, w, g, index_a, index_b, b.shape[2]) if need[1] else None
+        dw = weights(a, b, g, index_a, index_b, w.shape[2]) if need[2] else None
+        return da, db, dw, None, None
+
+    for op, fake, backward in ((nodes, _fake_nodes, backward_nodes), (weights, _fake_weights, backward_weights), (points, _fake_points, backward_points)):
+        op.register_fake(fake)
+        op.register_autograd(backward, setup_context=_save)
+    return nodes, weights, points
 
 
-def _backward_weights(ctx, g: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # noqa: ANN001
-    a, b, s, index_a, index_b = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    da = _ops.quad_nodes(b, g, s, index_b, index_a, a.shape[2]) if need[0] else None
-    db = _ops.quad_nodes(a, g, s, index_a, index_b, b.shape[2]) if need[1] else None
-    ds = _ops.quad_points(a, b, g, index_a, index_b) if need[2] else None
-    return da, db, ds, None, None, None
-
-
-def _backward_points(ctx, g: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:  # noqa: ANN001
-    a, b, w, index_a, index_b = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    da = _ops.quad_nodes(b, w, g, index_b, index_a, a.shape[2]) if need[0] else None
-    db = _ops.quad_nodes(a, w, g, index_a, index_b, b.shape[2]) if need[1] else None
-    dw = _ops.quad_weights(a, b, g, index_a, index_b, w.shape[2]) if need[2] else None
-    return da, db, dw, None, None
-
-
-quad_nodes.register_autograd(_backward_nodes, setup_context=_save)
-quad_weights.register_autograd(_backward_weights, setup_context=_save)
-quad_points.register_autograd(_backward_points, setup_context=_save)
+quad_nodes, quad_weights, quad_points = define_primitives("", _quad_nodes_impl, _quad_weights_impl, _quad_points_impl)
+quad_nodes.__doc__ = """``out[scatter_e, c, j, p] += x[gather_e, c, j, p] * sum_k w[e, c, j, k] s[e, k, p]``,
+the degree axis summed or broadcast to ``j_out``; ``out`` has ``x``'s rows."""
+quad_weights.__doc__ = """``out[e, c, j, k] = sum_p a[index_a_e, c, j, p] b[index_b_e, c, j, p] s[e, k, p]``,
+the degree axis summed or broadcast to ``j_out``."""
+quad_points.__doc__ = """``out[e, k, p] = sum_{c, j} a[index_a_e, c, j, p] b[index_b_e, c, j, p] w[e, c, j, k]``."""
 
 
 # --------------------------------------------------------------------------- the conv
@@ -318,7 +311,13 @@ def reference_conv(f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index
 def primitive_conv(f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
     """The same ``Z`` as :func:`reference_conv` through :func:`quad_nodes` (kernel ``torch``):
     no ``[E, C, P]`` tensor is stored for the backward, at any derivative order."""
+    src, dst = edge_rows(f, edge_index)
+    return torch.ops.mace_gaunt.quad_nodes(f, w, s, src, dst, 1).squeeze(2)
+
+
+def edge_rows(f: torch.Tensor, edge_index: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(senders, receivers); without ``edge_index`` (per-edge rows) both are ``arange(E)``."""
     if edge_index is None:
         rows = torch.arange(f.shape[0], device=f.device)
-        return torch.ops.mace_gaunt.quad_nodes(f, w, s, rows, rows, 1).squeeze(2)
-    return torch.ops.mace_gaunt.quad_nodes(f, w, s, edge_index[0], edge_index[1], 1).squeeze(2)
+        return rows, rows
+    return edge_index[0], edge_index[1]

@@ -35,7 +35,8 @@ def sphere_options() -> tuple[Option, ...]:
             "kernel",
             "auto",
             "conv kernel: 'torch' (quadrilinear primitives, edge-chunked, no [E, C, P] tensor kept for the backward), "
-            "'reference' (plain PyTorch ops differentiated by autograd; more memory), 'auto' (torch)",
+            "'triton' (the same primitives as Triton kernels, CUDA), 'reference' (plain PyTorch ops differentiated by "
+            "autograd; more memory), 'auto' (triton on CUDA when Triton imports, torch elsewhere)",
             str,
             CONV_KERNELS,
         ),

@@ -48,6 +48,35 @@ receiver. Parametrisations (option ``conv_weights``):
     sum_l1 f_{c,l1} h_{c,l1} Y_l3m3``; ``weight_numel = C * n_l1 * n_l2``, layout
     ``[E, C, n_l1, n_l2]``. Richer, (L1+1)x the per-edge memory.
 
+Kernels (option ``kernel``)
+---------------------------
+On the points the conv is ``Z = dT/dG`` of one quadrilinear form ``T(G, F, W, S)``
+(:mod:`._conv_primitives`; ``F = to_points(x1)`` per node, ``S = edge_points(x2)`` per
+edge, ``W`` the weights), then ``from_points(Z)``. Who computes ``Z``:
+
+``"torch"``
+    the primitives ``torch.ops.mace_gaunt.quad_*`` (PyTorch, edge chunks); autograd
+    stores no ``[E, C, P]`` tensor, at any derivative order.
+``"triton"``
+    the same primitives as Triton kernels (:mod:`._conv_triton`); refused at build time
+    when Triton or CUDA is missing.
+``"auto"`` (default)
+    ``triton`` on CUDA tensors when Triton imports, ``torch`` elsewhere (decided per
+    call from the tensors' device; ``kernel_in_use()`` and the repr say which).
+``"reference"``
+    the plain PyTorch formulation this module had before the primitives (autograd keeps
+    the ``[E, C, P]`` edge functions and sender values): the oracle of the tests, and what
+    TorchScript files hold by default (below).
+
+TorchScript: custom operators registered from Python exist only in a process that
+imported this plugin. So that ``*_compiled.model`` and MACE's libtorch LAMMPS export
+(``mace_create_lammps_model``, read by ``pair_style mace`` in pure libtorch) keep loading
+anywhere, a scripted conv holds the ``reference`` formulation (the same function to
+rounding) unless :func:`use_primitives_in_torchscript` was called on the model before
+scripting: then it calls the primitives (lower memory in TorchScript too), and the file
+loads only where ``mace_gaunt_plugin`` is imported (our ML-IAP wrapper, a Python
+``MACECalculator``).
+
 Normalisation: ``a_l3 = (sum_{l1,l2} |G(l1,l2,l3)|^2 / (2 l3 + 1)) ** -1/2`` with ``G`` the
 Gaunt coefficients over the degrees present, so that unit-variance features, unit-variance
 weights and component-normalised edge harmonics give unit-variance outputs, as each
@@ -62,6 +91,7 @@ Proj_L(f_c**nu)`` with ``f_c = sum_lm A[c, lm] Y_lm``. ``b_{nu,L}`` is the inver
 ``N(0, 1) / sqrt(correlation)``; ``node_attrs @ weights`` selects them per node.
 """
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Final, Mapping, Optional, Sequence
@@ -74,6 +104,7 @@ from e3nn.util.jit import compile_mode
 from ..errors import BackendOptionError, UnsupportedIrrepsError
 from ..so3 import gaunt_coefficients, gaunt_path_allowed
 from ._conv_primitives import primitive_conv, reference_conv
+from ._conv_triton import triton_conv, triton_unavailable_reason
 from .base import BackendModule, require_natural_parity, require_uniform_multiplicity
 
 __all__ = [
@@ -89,7 +120,7 @@ __all__ = [
 ]
 
 CONV_WEIGHTS = ("l2", "l1l2")
-CONV_KERNELS = ("auto", "torch", "reference")
+CONV_KERNELS = ("auto", "torch", "triton", "reference")
 
 EngineFactory = Callable[["EngineSpec"], torch.nn.Module]
 
@@ -247,6 +278,8 @@ class SphereConv(BackendModule):
     weight_numel: int
     kernel: str
     use_reference: Final[bool]
+    use_triton: Final[bool]
+    auto_triton: Final[bool]
     script_portable: Final[bool]
 
     def __init__(
@@ -290,8 +323,14 @@ class SphereConv(BackendModule):
         kernel = str(options.get("kernel", "auto"))
         if kernel not in CONV_KERNELS:
             raise BackendOptionError(f"TP backend {be!r}: option 'kernel' must be one of {list(CONV_KERNELS)}, got {kernel!r}")
+        if kernel == "triton":
+            why = triton_unavailable_reason()
+            if why is not None:
+                raise BackendOptionError(f"TP backend {be!r}: kernel='triton' cannot run here: {why}. Use kernel='torch' or 'auto'.")
         self.kernel = kernel
         self.use_reference = kernel == "reference"
+        self.use_triton = kernel == "triton"
+        self.auto_triton = kernel == "auto" and importlib.util.find_spec("triton") is not None
         self.script_portable = True
         self.weight_numel = c * self.n_edge * (self.n_in if self.per_l1 else 1)
 
@@ -317,11 +356,17 @@ class SphereConv(BackendModule):
         super().__setstate__(state)
         self.__dict__.setdefault("kernel", "auto")
         self.__dict__.setdefault("use_reference", False)
+        self.__dict__.setdefault("use_triton", False)
+        self.__dict__.setdefault("auto_triton", importlib.util.find_spec("triton") is not None)
         self.__dict__.setdefault("script_portable", True)
 
     def kernel_in_use(self) -> str:
         """The kernel eager calls run now (``auto`` resolved for the module's device)."""
-        return "reference" if self.use_reference else "torch"
+        if self.use_reference:
+            return "reference"
+        if self.use_triton or (self.auto_triton and self.out_norm.is_cuda):
+            return "triton"
+        return "torch"
 
     def extra_repr(self) -> str:
         mode = "l1l2" if self.per_l1 else "l2"
@@ -336,6 +381,8 @@ class SphereConv(BackendModule):
         # only: the portable one (plain aten ops) unless use_primitives_in_torchscript was called.
         if self.use_reference or (torch.jit.is_scripting() and self.script_portable):
             return reference_conv(f, w, s, edge_index)
+        if self.use_triton or (self.auto_triton and f.is_cuda):
+            return triton_conv(f, w, s, edge_index)
         return primitive_conv(f, w, s, edge_index)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
