@@ -1,0 +1,236 @@
+"""CPU memory of a training step: e3nn, today's grid conv (``kernel=reference``) and the
+quadrilinear-primitive grid conv (``kernel=torch``), in the same run.
+
+Each (backend, hidden L) runs in its own child process (the model and system of
+``bench_model.py``: ScaleShiftMACE, 2 interactions, max_ell 3, correlation 3, rattled fcc
+Cu; one training step = forward with forces kept differentiable, energy + force MSE,
+``backward`` (the double backward through the forces), one Adam step). The child:
+
+1. builds the batch and the model, runs ``--warmup`` training steps;
+2. ``gc.collect()``, glibc ``malloc_trim(0)``, then reads its resident set (``VmRSS``)
+   as the **baseline** (model, batch, optimiser state, the allocator's resting state);
+3. resets the kernel's resident-set high-water mark (``/proc/self/clear_refs`` = 5), runs
+   one training step and reads ``VmHWM``: **peak = VmHWM - baseline**, the extra resident
+   memory the step needs at its highest point.
+
+The memory child runs with ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB, so every tensor
+buffer above that is its own mapping and is returned to the system when freed: the
+resident set then follows the live tensors (not glibc's cache), and the high-water mark is
+the step's true peak. That setting makes every large allocation a fresh mapping (page
+faults), which slows code with many temporaries, so the step time comes from a second
+child with the default allocator: median of ``--repeats`` steps after ``--warmup``, one
+torch thread.
+
+Usage::
+
+    python benchmarks/bench_memory.py                 # 864 atoms, C=32, L=1,2 (~5 min on one core)
+    python benchmarks/bench_memory.py --cells 2 --Ls 1 --repeats 1 --out /tmp/memory_tiny
+    python benchmarks/bench_memory.py --render-only benchmarks/results/memory_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_BACKENDS = "e3nn,grid:kernel=reference,grid:kernel=torch"
+E3NN, REFERENCE, NEW = "e3nn", "grid:kernel=reference", "grid:kernel=torch"
+MMAP_THRESHOLD = 65536
+
+
+# --------------------------------------------------------------------------- child
+
+
+def _status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {key}")
+
+
+def _trim() -> None:
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def child(what: str, spec_text: str, L: int, channels: int, cells: int, dtype: str, warmup: int, repeats: int) -> dict[str, Any]:
+    """One measurement, ``what`` = ``memory`` or ``time`` (see the module docstring); runs in
+    its own process."""
+    import torch
+
+    import mace  # noqa: F401  (before e3nn)
+    from _common import parse_backend_specs, time_fn
+    from bench_model import build, copper_batch, model_config, step_functions
+
+    torch.set_num_threads(1)
+    torch.set_default_dtype(getattr(torch, dtype))
+    (spec,) = parse_backend_specs(spec_text)
+    batch = copper_batch(cells, "cpu")
+    n_atoms, n_edges = int(batch["positions"].shape[0]), int(batch["edge_index"].shape[1])
+    torch.manual_seed(0)
+    model = build(spec.name, spec.options, model_config(dict(L=L, channels=channels), n_edges / n_atoms), "cpu")
+    _, train = step_functions(model, batch)
+    info = {"atoms": n_atoms, "edges": n_edges, "params": int(sum(p.numel() for p in model.parameters())),
+            "repr": sorted({m.extra_repr() for m in model.modules() if type(m).__name__ == "SphereConv"})}  # fmt: skip
+    if what == "time":
+        timing = time_fn(train, "cpu", warmup=warmup, repeats=repeats)
+        return dict(info, train_ms=timing["median_ms"], train_q1_ms=timing["q1_ms"], train_q3_ms=timing["q3_ms"], repeats=repeats)
+    for _ in range(warmup):
+        train()
+    _trim()
+    baseline_kb = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
+    if _status_kb("VmHWM") > baseline_kb + 1024:
+        raise RuntimeError("could not reset the resident-set high-water mark (/proc/self/clear_refs)")
+    train()
+    peak_kb = _status_kb("VmHWM")
+    return dict(info, baseline_mb=baseline_kb / 1024, step_peak_mb=(peak_kb - baseline_kb) / 1024)
+
+
+def _run_child(what: str, spec: str, L: int, args: argparse.Namespace) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if what == "memory":
+        env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+    cmd = [sys.executable, __file__, "--child", what, spec, "--L", str(L), "--channels", str(args.channels), "--cells", str(args.cells),
+           "--dtype", args.dtype, "--warmup", str(args.warmup), "--repeats", str(args.repeats)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- study
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import mace  # noqa: F401  (before e3nn)
+    from _common import machine_stamp, parse_backend_specs
+
+    labels = [s.label for s in parse_backend_specs(args.backends)]
+    t0 = time.perf_counter()
+    rows = []
+    for L in args.Ls:
+        for label in labels:
+            res = _run_child("memory", label, L, args)
+            if "error" not in res:
+                res.update(_run_child("time", label, L, args))
+            rows.append(dict(L=L, backend=label, **res))
+            shown = f"error: {res['error']}" if "error" in res else f"peak {res['step_peak_mb']:.0f} MB, {res['train_ms']:.0f} ms"
+            print(f"[memory {time.perf_counter() - t0:5.0f}s] L={L} {label}: {shown}", flush=True)
+    return {
+        "study": "memory",
+        "device": "cpu",
+        "dtype": args.dtype,
+        "channels": args.channels,
+        "cells": args.cells,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "method": "resident set of a child process: VmHWM over one training step (reset by /proc/self/clear_refs) minus "
+        f"VmRSS before it (after warm-up, gc and malloc_trim); MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}",
+        "model": "ScaleShiftMACE, 2 x RealAgnosticResidualInteractionBlock, max_ell 3, correlation 3, r_max 5 A, "
+        "radial MLP [64, 64, 64]; fcc Cu a=3.61 A rattled by 0.05 A; energy + force MSE, backward, Adam",
+        "backends": labels,
+        "rows": rows,
+        "stamp": machine_stamp(["cpu"]),
+        "wall_seconds": time.perf_counter() - t0,
+    }
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a is not None and b else None
+
+
+def _cell(v: Optional[float], fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The Markdown table of a result JSON (deterministic: the committed .md is this)."""
+    from _common import stamp_line
+
+    by = {(r["L"], r["backend"]): r for r in result["rows"]}
+    lines = [
+        f"# Training-step memory on CPU ({result['dtype']}, {result['channels']} channels, "
+        f"{result['cells']}^3 fcc cells)",
+        "",
+        f"Model: {result['model']}. Method: {result['method']}. Time: median of {result['repeats']} steps after {result['warmup']} warm-up, one thread, default allocator (separate child).",
+        "",
+        "| L | atoms | edges | backend | params | baseline MB | step peak MB | peak / e3nn | peak / grid reference | step ms | time / grid reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['L']} | - | - | {r['backend']} | - | - | error: {r['error']} | - | - | - | - |")
+            continue
+        e3 = by.get((r["L"], E3NN), {})
+        ref = by.get((r["L"], REFERENCE), {})
+        lines.append(
+            f"| {r['L']} | {r['atoms']} | {r['edges']} | {r['backend']} | {r['params']} | {r['baseline_mb']:.0f} | "
+            f"{r['step_peak_mb']:.0f} | {_cell(_ratio(r['step_peak_mb'], e3.get('step_peak_mb')), '.2f')} | "
+            f"{_cell(_ratio(r['step_peak_mb'], ref.get('step_peak_mb')), '.2f')} | {r['train_ms']:.0f} | "
+            f"{_cell(_ratio(r['train_ms'], ref.get('train_ms')), '.2f')} |"
+        )
+    lines += ["", "Goals (issue 12): new grid peak <= e3nn's and <= 1/3 of the reference grid's; time within 10% of it.", ""]
+    for L in sorted({r["L"] for r in result["rows"]}):
+        new, e3, ref = by.get((L, NEW), {}), by.get((L, E3NN), {}), by.get((L, REFERENCE), {})
+        if not all("step_peak_mb" in d for d in (new, e3, ref)):
+            lines.append(f"- L={L}: not measured (a backend failed)")
+            continue
+        checks = [
+            ("peak <= e3nn", new["step_peak_mb"] <= e3["step_peak_mb"]),
+            ("peak <= 1/3 reference", 3 * new["step_peak_mb"] <= ref["step_peak_mb"]),
+            ("time <= 1.1 x reference", new["train_ms"] <= 1.1 * ref["train_ms"]),
+        ]
+        lines.append(f"- L={L}: " + ", ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks))
+    lines += ["", f"Machine: {stamp_line(result['stamp'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    from _common import comma_list
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backends", default=DEFAULT_BACKENDS)
+    p.add_argument("--Ls", type=comma_list(int), default=[1, 2], help="hidden L values")
+    p.add_argument("--L", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--cells", type=int, default=6, help="fcc cubic cells per side (4 n^3 atoms; 6: 864)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per child process")
+    p.add_argument("--out", type=Path, default=RESULTS / "memory_cpu", help="output stem (.json, .md)")
+    p.add_argument("--render-only", type=Path, default=None, metavar="JSON", help="regenerate the .md from a result JSON")
+    p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(*args.child, args.L, args.channels, args.cells, args.dtype, args.warmup, args.repeats)))
+        return
+    from _common import write_results
+
+    if args.render_only is not None:
+        result = json.loads(args.render_only.read_text())
+        args.render_only.with_suffix(".md").write_text(render_markdown(result))
+        return
+    result = run(args)
+    jpath, mpath = write_results(args.out.name, result, render_markdown(result), out_dir=args.out.parent)
+    print(f"[memory] wrote {jpath} and {mpath}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
