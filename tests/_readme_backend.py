@@ -1,53 +1,14 @@
-"""The example backend of README's "Writing a backend", verbatim: the test that runs
-check_backend on it (tests/test_conformance_kit.py) installs it as its own distribution."""
+"""The example backend of README's "Writing a backend", read from README.md itself: the
+test that runs check_backend on it (tests/test_conformance_kit.py) installs it as its own
+distribution, so the README's code is what CI checks."""
 
-README_BACKEND_SOURCE = '''\
-# my_mace_backend.py: no "from __future__ import annotations" here (it breaks TorchScript)
-from typing import Optional
+import re
+from pathlib import Path
 
-import torch
-from e3nn import o3
+_README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+_SECTION = _README.split("## Writing a backend\n", 1)[1].split("\n## ", 1)[0]
 
-from mace_gaunt_plugin.backends.base import BackendModule, Option, TPBackend
-
-
-class ScaledConv(BackendModule):
-    """MACE's conv (e3nn's CG tensor product), times a constant."""
-
-    fused: bool
-    weight_numel: int
-    scale: float
-
-    def __init__(self, irreps_in1, irreps_in2, irreps_out, instructions, options):
-        super().__init__("scaled", "conv", options)  # this backend's name, the site
-        if instructions is None:  # e.g. switch_backend rebuilding from irreps alone
-            raise ValueError("the 'scaled' conv needs MACE's tensor-product instructions")
-        self.irreps_in1, self.irreps_in2, self.irreps_out = irreps_in1, irreps_in2, irreps_out
-        self.tp = o3.TensorProduct(irreps_in1, irreps_in2, irreps_out, instructions,
-                                   shared_weights=False, internal_weights=False)
-        self.weight_numel = self.tp.weight_numel
-        self.fused = False  # MACE gathers from senders and sums onto receivers
-        self.scale = float(options["scale"])
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor,
-                edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.tp(x1, x2, weight) * self.scale
-
-
-class ScaledBackend(TPBackend):
-    def build_conv(self, irreps_node, irreps_edge, irreps_out, instructions, options):
-        return ScaledConv(irreps_node, irreps_edge, irreps_out, instructions, options)
-    # build_product is not overridden: MACE's symmetric contraction stays
-
-
-SCALED = ScaledBackend(
-    name="scaled",
-    description="MACE's conv times a constant (README example)",
-    options=(Option("scale", 1.0, "factor on every message", float),),
-)
-'''
-
-README_ENTRY_POINTS = """\
-[mace_gaunt_plugin.backends]
-scaled = my_mace_backend:SCALED
-"""
+# the first python block is the backend module; the toml block names its entry point
+README_BACKEND_SOURCE = re.search(r"```python\n(.*?)```", _SECTION, re.S).group(1)
+_ENTRY = re.search(r'```toml\n\[project\.entry-points\."(.+?)"\]\n(\w+) = "(.+?)"\n```', _SECTION)
+README_ENTRY_POINTS = f"[{_ENTRY.group(1)}]\n{_ENTRY.group(2)} = {_ENTRY.group(3)}\n"
