@@ -20,10 +20,6 @@ from mace_gaunt_plugin.testing import atoms_to_batch, check_backend, model_energ
 
 BACKENDS = mgp.available_backends()
 
-# SphereConv/SphereProduct (backends/_sphere_sites.py) reshape with -1, which is ambiguous
-# for zero rows: `x1.reshape(n, c, -1)` and `out.reshape(out.shape[0], -1)` in SphereConv,
-# `(...).reshape(n, -1)` in SphereProduct. Strict: passes once they name the width.
-ZERO_NODES_PENDING = {"grid", "gaunt"}
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -31,13 +27,7 @@ def test_graphs_without_edges(name: str) -> None:
     assert check_backend(name, checks=("empty",)) == {"empty": "passed"}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="_sphere_sites.py reshapes zero rows with -1")) if n in ZERO_NODES_PENDING else n
-        for n in BACKENDS
-    ],
-)
+@pytest.mark.parametrize("name", BACKENDS)
 def test_site_modules_on_zero_nodes(name: str) -> None:
     expected = "skipped: the backend puts no module of its own into the model" if name == "e3nn" else "passed"
     assert check_backend(name, checks=("zero_nodes",)) == {"zero_nodes": expected}

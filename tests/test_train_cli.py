@@ -108,7 +108,7 @@ def loaded(trained: Path, tiny_xyz: Path) -> dict:
 def test_training_writes_the_backend_everywhere(trained: Path, loaded: dict) -> None:
     import torch
 
-    options = {"sites": "both", "conv_weights": "l1l2", "fused": True}
+    options = {"sites": "both", "conv_weights": "l1l2", "fused": True, "kernel": "auto"}
     log = (trained / "logs" / "tiny_run-1.log").read_text()
     assert f"TP backend: '{BACKEND}'" in log and "conv_weights=l1l2" in log
     assert loaded["backends"] == [BACKEND] * 3

@@ -157,6 +157,16 @@ def _dim(degrees: Sequence[int]) -> int:
     return sum(2 * l + 1 for l in degrees)
 
 
+def _set_widths(module: torch.nn.Module) -> None:
+    """Row widths the forward reshapes to (named, not ``-1``: zero rows are allowed), for
+    site modules pickled before these attributes existed."""
+    state = module.__dict__
+    if "degrees_in" in state and "k_in" not in state and hasattr(module, "degrees_edge"):
+        state["k_in"] = _dim(state["degrees_in"])
+    if "degrees_out" in state and "out_width" not in state:
+        state["out_width"] = int(state["channels"]) * _dim(state["degrees_out"])
+
+
 def _offsets(degrees: Sequence[int]) -> dict[int, int]:
     out, off = {}, 0
     for l in degrees:
@@ -276,6 +286,8 @@ class SphereConv(BackendModule):
     edge_identity: bool
     out_identity: bool
     weight_numel: int
+    k_in: int
+    out_width: int
     kernel: str
     use_reference: Final[bool]
     use_triton: Final[bool]
@@ -315,6 +327,8 @@ class SphereConv(BackendModule):
         if mode not in CONV_WEIGHTS:
             raise ValueError(f"conv_weights must be one of {CONV_WEIGHTS}, got {mode!r}")
         self.degrees_in, self.degrees_edge, self.degrees_out = d_in, d_edge, d_out
+        self.k_in = _dim(d_in)
+        self.out_width = c * _dim(d_out)
         self.channels = c
         self.n_in = len(d_in)
         self.n_edge = len(d_edge)
@@ -359,6 +373,7 @@ class SphereConv(BackendModule):
         self.__dict__.setdefault("use_triton", False)
         self.__dict__.setdefault("auto_triton", importlib.util.find_spec("triton") is not None)
         self.__dict__.setdefault("script_portable", True)
+        _set_widths(self)
 
     def kernel_in_use(self) -> str:
         """The kernel eager calls run now (``auto`` resolved for the module's device)."""
@@ -390,7 +405,7 @@ class SphereConv(BackendModule):
         c = self.channels
         if not self.in_identity:
             x1 = x1.index_select(1, self.idx_in)
-        feats = x1.reshape(n, c, -1)  # [n, C, K_in]
+        feats = x1.reshape(n, c, self.k_in)  # [n, C, K_in] (widths named: n may be 0)
         if not self.edge_identity:
             x2 = x2.index_select(1, self.idx_edge)
         edge_fn = self.engine.edge_points(x2)  # S [E, n_edge, P]
@@ -402,7 +417,7 @@ class SphereConv(BackendModule):
             w = weight.reshape(edge_fn.shape[0], c, 1, self.n_edge)
         z = self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, P]
         out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out]
-        out = out.reshape(out.shape[0], -1)
+        out = out.reshape(out.shape[0], self.out_width)
         if not self.out_identity:
             out = out.index_select(1, self.idx_out)
         return out
@@ -499,6 +514,7 @@ class SphereProduct(BackendModule):
     correlation: int
     num_elements: int
     n_out: int
+    out_width: int
     out_identity: bool
 
     def __init__(
@@ -535,6 +551,7 @@ class SphereProduct(BackendModule):
             )
         self.degrees_in, self.degrees_out = d_in, d_out
         self.channels = c
+        self.out_width = c * _dim(d_out)
         self.correlation = int(correlation)
         self.num_elements = int(num_elements)
         self.n_out = len(d_out)
@@ -554,6 +571,10 @@ class SphereProduct(BackendModule):
             torch.randn(self.num_elements, c, self.correlation, self.n_out, dtype=dtype) / math.sqrt(self.correlation)
         )
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        _set_widths(self)
+
     def extra_repr(self) -> str:
         return f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, points={self.engine.num_points}"
 
@@ -569,7 +590,7 @@ class SphereProduct(BackendModule):
         proj = self.engine.from_points(torch.stack(powers, dim=2))  # [N, C, nu, K_out]
         w = (node_attrs @ self.weights.reshape(self.num_elements, -1)).reshape(n, c, self.correlation, self.n_out)
         w = w.index_select(3, self.degree_index) * self.power_norm  # [N, C, nu, K_out]
-        out = (proj * w).sum(2).reshape(n, -1)
+        out = (proj * w).sum(2).reshape(n, self.out_width)
         if not self.out_identity:
             out = out.index_select(1, self.idx_out)
         return out
