@@ -13,7 +13,7 @@ plats=(); for n in 39 35 34 31 28 27 24 17; do plats+=(--platform "manylinux_2_$
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   "${plats[@]}" --platform manylinux2014_x86_64 --platform any -d .whl \
   mace-torch==0.3.16 e3nn==0.4.4 ase==3.29.0 matscipy==1.3.1 configargparse prettytable wcwidth \
-  torch-ema==0.3 lmdb==3.0.0 orjson gitpython gitdb smmap platformdirs opt-einsum-fx \
+  torch-ema==0.3 lmdb==3.0.0 orjson gitpython gitdb smmap platformdirs opt-einsum-fx safetensors \
   "cuequivariance==0.13.*" "cuequivariance-torch==0.13.*"
 python3 -m pip wheel -q --no-deps python-hostlist -w .whl
 if [ ! -f .whl/cueq_ops.tar.xz ]; then

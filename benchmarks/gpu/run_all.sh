@@ -5,7 +5,11 @@
 # Prepare here (network):  bash benchmarks/gpu/prepare.sh   (.whl/ and .gpu_bundle/)
 # Run there (no network):  bash benchmarks/gpu/run_all.sh   with carry [.whl, .gpu_bundle]
 #
-# Stages (MGP_GPU_STAGES, default "lammps cuda model"; put the one you need most first):
+# Stages (MGP_GPU_STAGES, default "kernels lammps cuda model"; put the one you need most first):
+#   kernels the lean Gaunt conv (issue 12): tests/test_conv_primitives.py on CUDA (Triton
+#           kernels = torch primitives = reference), then bench_model.py at hidden L = 1, 2
+#           (2048-atom Cu) for e3nn and grid with kernel=reference/torch/triton: time and
+#           max_memory_allocated of inference and a training step
 #   lammps  LAMMPS built from the pruned tree, LAMMPS = ASE (float64, model on the GPU),
 #           2048-atom Cu NVE MD ns/day (lammps_interface/gpu_check.sh) for the backends in
 #           MGP_GPU_LAMMPS_BACKENDS (default "e3nn grid"), once per export engine in
@@ -24,7 +28,7 @@ res=$out/results
 mkdir -p "$res"
 py=${PYTHON:-python3}
 site=/tmp/mgp-site
-stages=${MGP_GPU_STAGES:-lammps cuda model}
+stages=${MGP_GPU_STAGES:-kernels lammps cuda model}
 deadline=${MGP_GPU_DEADLINE:-540}
 pack_s=15
 t0=$SECONDS
@@ -62,6 +66,13 @@ for s in $stages; do
           bash lammps_interface/gpu_check.sh --no-openmp --engine "$engine" \
           --backends "${MGP_GPU_LAMMPS_BACKENDS:-e3nn grid}" 2>&1 | tail -30
       done ;;
+    kernels)
+      stage "lean conv kernels on CUDA: correctness, then time and memory against e3nn and the former conv"
+      timeout "$(limit 120)" "$py" -m pytest -q -p no:cacheprovider -m cuda tests/test_conv_primitives.py 2>&1 \
+        | tail -15 | tee "$res/test_conv_primitives_cuda.log"
+      timeout "$(limit 200)" "$py" benchmarks/bench_model.py --preset gpu --scans L --Ls 1,2 \
+        --backends e3nn,grid:kernel=reference,grid:kernel=torch,grid:kernel=triton \
+        --max-minutes 2.5 --out "$res/model_gpu_kernels" 2>&1 | tail -40 ;;
     cuda)
       stage "correctness on CUDA (tests/test_cuda.py)"
       timeout "$(limit 90)" "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$res/test_cuda.log" ;;
@@ -77,7 +88,7 @@ for s in $stages; do
       timeout "$l" "$py" benchmarks/bench_model.py --preset gpu ${MGP_GPU_MODEL_ARGS:-} \
         --max-minutes "$(awk -v l="$l" 'BEGIN { m = (l - 70) / 60; print (m > 0.1 ? m : 0.1) }')" \
         --out "$res/model_gpu" 2>&1 | tail -40 ;;
-    *) echo "run_all.sh: unknown stage '$s' (lammps cuda sites model)" ;;
+    *) echo "run_all.sh: unknown stage '$s' (kernels lammps cuda sites model)" ;;
   esac
 done
 
