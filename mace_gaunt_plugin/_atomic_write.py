@@ -4,7 +4,9 @@ and never through a path someone else planted.
 The bytes go to a temporary file created exclusively (``O_EXCL``, by
 :func:`tempfile.mkstemp`) in the target's folder, which is then renamed over the target
 with :func:`os.replace`. A symlink planted at any predictable name (``OUTPUT.tmp``) is
-never followed; a symlink at the target itself is replaced, not written through.
+never followed; a symlink at the target itself is replaced, not written through. The file
+gets the permissions a plain ``open(path, "wb")`` would give (0666 less the umask), not
+``mkstemp``'s owner-only 0600, so shared model files stay readable as before.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ import tempfile
 from typing import BinaryIO, Callable
 
 __all__ = ["write_atomically"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
 
 
 def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> str:
@@ -28,6 +36,7 @@ def write_atomically(path: str, write: Callable[[BinaryIO], None]) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)

@@ -336,6 +336,18 @@ def test_exporter_reads_a_safe_file_and_never_follows_a_planted_tmp_symlink(grid
     assert wrapper.backend == "grid" and wrapper.model_elements == ["H", "C", "N", "O"]
 
 
+def test_atomic_writes_keep_the_permissions_of_a_plain_write(grid_file: Path, tmp_path: Path) -> None:
+    """mkstemp makes 0600 files; written models must be as readable as open(path, "wb") makes them."""
+    from lammps_interface import export_model
+
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"")
+    expected = plain.stat().st_mode & 0o777
+    out = export_model(str(grid_file), str(tmp_path / "grid.mliap"))
+    assert os.stat(out).st_mode & 0o777 == expected
+    assert grid_file.stat().st_mode & 0o777 == expected  # written by save_model
+
+
 def test_exporter_refuses_a_pickle_named_safetensors(tmp_path: Path) -> None:
     from lammps_interface import LAMMPSInterfaceError, export_model
 
