@@ -284,13 +284,17 @@ quad_points.__doc__ = """``out[e, k, p] = sum_{c, j} a[index_a_e, c, j, p] b[ind
 # --------------------------------------------------------------------------- the conv
 
 
-def reference_conv(f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
+def reference_conv(
+    f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index: Optional[torch.Tensor], keep_degrees: bool = False
+) -> torch.Tensor:
     """The conv ``Z`` with plain PyTorch ops, differentiated by autograd (kernel ``reference``).
 
     ``f [N, C, J, P]``, ``w [E, C, J, K]``, ``s [E, K, P]``; with ``edge_index [2, E]``
     (senders, receivers) the result ``[N, C, P]`` is summed onto receivers, without it
-    ``f`` is per edge (``N = E``) and so is the result. Runs wherever TorchScript runs
-    (pure libtorch included), but autograd keeps the ``[E, C * J, P]`` edge functions and
+    ``f`` is per edge (``N = E``) and so is the result. ``keep_degrees`` keeps the degree
+    axis (result ``[rows, C, J, P]``, ``j_out = J``: one output per path for
+    ``conv_weights="path"``) instead of summing it. Runs wherever TorchScript runs (pure
+    libtorch included), but autograd keeps the ``[E, C * J, P]`` edge functions and
     sender values for the backward.
     """
     n, c, j, p = f.shape
@@ -301,17 +305,25 @@ def reference_conv(f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index
         prod = fj * h
     else:
         prod = fj.index_select(0, edge_index[0]) * h
-    if j > 1:
+    width = c * j
+    if j > 1 and not keep_degrees:
         prod = prod.reshape(e, c, j, p).sum(2)
+        width = c
     if edge_index is not None:
-        prod = torch.zeros((n, c, p), dtype=prod.dtype, device=prod.device).index_add(0, edge_index[1], prod)
+        prod = torch.zeros((n, width, p), dtype=prod.dtype, device=prod.device).index_add(0, edge_index[1], prod)
+    if keep_degrees:
+        return prod.reshape(prod.shape[0], c, j, p)
     return prod
 
 
-def primitive_conv(f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
+def primitive_conv(
+    f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index: Optional[torch.Tensor], keep_degrees: bool = False
+) -> torch.Tensor:
     """The same ``Z`` as :func:`reference_conv` through :func:`quad_nodes` (kernel ``torch``):
     no ``[E, C, P]`` tensor is stored for the backward, at any derivative order."""
     src, dst = edge_rows(f, edge_index)
+    if keep_degrees:
+        return torch.ops.mace_gaunt.quad_nodes(f, w, s, src, dst, f.shape[2])
     return torch.ops.mace_gaunt.quad_nodes(f, w, s, src, dst, 1).squeeze(2)
 
 

@@ -196,7 +196,11 @@ def _points(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, index_a: torch.Te
 quad_nodes_triton, quad_weights_triton, quad_points_triton = define_primitives("_triton", _nodes, _weights, _points)
 
 
-def triton_conv(f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
+def triton_conv(
+    f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index: Optional[torch.Tensor], keep_degrees: bool = False
+) -> torch.Tensor:
     """:func:`._conv_primitives.primitive_conv` with the Triton kernels."""
     src, dst = edge_rows(f, edge_index)
+    if keep_degrees:
+        return torch.ops.mace_gaunt.quad_nodes_triton(f, w, s, src, dst, f.shape[2])
     return torch.ops.mace_gaunt.quad_nodes_triton(f, w, s, src, dst, 1).squeeze(2)
