@@ -11,7 +11,7 @@ import torch
 from e3nn import o3
 
 from ..errors import UnsupportedIrrepsError
-from ._sphere_sites import CONV_KERNELS, CONV_WEIGHTS, EngineSpec, SphereConv, SphereProduct, conv_degrees_out
+from ._sphere_sites import CONV_KERNELS, CONV_WEIGHTS, EngineSpec, SphereConv, SphereProduct, conv_degrees_out, mace_conv_paths
 from .base import Option, TPBackend, parse_bool, require_natural_parity, require_uniform_multiplicity
 
 __all__ = ["SphereBackend", "sphere_options"]
@@ -26,7 +26,8 @@ def sphere_options() -> tuple[Option, ...]:
         Option(
             "conv_weights",
             "l2",
-            "conv weights per (channel, l2) ('l2', Luo et al., fastest) or per (channel, l1, l2) ('l1l2', richer)",
+            "conv weights per (channel, l2) ('l2', Luo et al., fastest), per (channel, l1, l2) ('l1l2', richer) or per "
+            "(channel, l1, l2, l3) path ('path': MACE's own conv function, output irreps and weight layout; slowest)",
             str,
             CONV_WEIGHTS,
         ),
@@ -60,6 +61,13 @@ class SphereBackend(TPBackend):
             raise TypeError(f"SphereBackend {self.name!r} has no engine_factory")
         return self.engine_factory
 
+    def function_family_of(self, options: Mapping[str, Any]) -> str:
+        """``"cg"`` (stock MACE's function class) for ``sites=conv, conv_weights=path``: the
+        conv is MACE's and the product stays e3nn's. Otherwise :attr:`function_family`."""
+        if options.get("sites") == "conv" and options.get("conv_weights") == "path":
+            return "cg"
+        return self.function_family
+
     def conv_irreps_out(
         self, irreps_node: o3.Irreps, irreps_edge: o3.Irreps, irreps_target: o3.Irreps, options: Mapping[str, Any]
     ) -> Optional[o3.Irreps]:
@@ -69,10 +77,23 @@ class SphereBackend(TPBackend):
         require_natural_parity(self.name, irreps_edge, "edge spherical harmonics")
         require_natural_parity(self.name, irreps_target, "interaction target irreps")
         mul = require_uniform_multiplicity(self.name, irreps_node, "node features (hidden irreps)")
+        if options["conv_weights"] == "path":
+            return self._mace_irreps_mid(irreps_node, irreps_edge, irreps_target)
         ls = conv_degrees_out([ir.l for _, ir in irreps_node], [ir.l for _, ir in irreps_edge], [ir.l for _, ir in irreps_target])
         if not ls:
             raise UnsupportedIrrepsError(self.name, str(irreps_target), f"no target degree is reachable from {irreps_node} x {irreps_edge}")
         return o3.Irreps([(mul, (l, (-1) ** l)) for l in ls])
+
+    def _mace_irreps_mid(self, irreps_node: o3.Irreps, irreps_edge: o3.Irreps, irreps_target: o3.Irreps) -> o3.Irreps:
+        """``conv_weights="path"``: MACE's own conv output irreps (``irreps_mid``), checked."""
+        from mace.modules.irreps_tools import tp_out_irreps_with_instructions
+
+        mid, _ = tp_out_irreps_with_instructions(irreps_node, irreps_edge, irreps_target)
+        if len(mid) == 0:
+            raise UnsupportedIrrepsError(self.name, str(irreps_target), f"no target irrep is reachable from {irreps_node} x {irreps_edge}")
+        require_natural_parity(self.name, mid, "conv outputs")
+        mace_conv_paths(self.name, irreps_node, irreps_edge, mid)  # refuses what the conv cannot build
+        return mid
 
     def build_conv(
         self,

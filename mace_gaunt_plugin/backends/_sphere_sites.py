@@ -47,6 +47,17 @@ receiver. Parametrisations (option ``conv_weights``):
     one weight per (channel, l1, l2): ``h_{c,l1}``, ``z = a_l3 * integral
     sum_l1 f_{c,l1} h_{c,l1} Y_l3m3``; ``weight_numel = C * n_l1 * n_l2``, layout
     ``[E, C, n_l1, n_l2]``. Richer, (L1+1)x the per-edge memory.
+``"path"``
+    one weight per (channel, path ``(l1, l2, l3)``), exactly MACE's conv: the output
+    irreps are MACE's ``irreps_mid`` (one ``C x l3`` block per path, in the order of
+    ``mace.modules.irreps_tools.tp_out_irreps_with_instructions``) and the weights are in
+    e3nn's ``uvu`` layout (``weight_numel = n_paths * C``, ``[E, n_paths, C]``). For
+    natural-parity features MACE uses exactly the paths with ``l1 + l2 + l3`` even, where
+    the Gaunt coefficients are the CG coefficients times a constant; that constant and
+    e3nn's path normalisation are a fixed per-path factor (:func:`path_scales`), so the
+    same radial-MLP weights give e3nn's conv output (to rounding). Per edge, the points
+    work is ``n_paths`` products per channel instead of one (the degree axis ``J`` of the
+    primitives runs over the paths and is kept to the receivers).
 
 Kernels (option ``kernel``)
 ---------------------------
@@ -77,7 +88,7 @@ scripting: then it calls the primitives (lower memory in TorchScript too), and t
 loads only where ``mace_gaunt_plugin`` is imported (our ML-IAP wrapper, a Python
 ``MACECalculator``).
 
-Normalisation: ``a_l3 = (sum_{l1,l2} |G(l1,l2,l3)|^2 / (2 l3 + 1)) ** -1/2`` with ``G`` the
+Normalisation (``l2``, ``l1l2``): ``a_l3 = (sum_{l1,l2} |G(l1,l2,l3)|^2 / (2 l3 + 1)) ** -1/2`` with ``G`` the
 Gaunt coefficients over the degrees present, so that unit-variance features, unit-variance
 weights and component-normalised edge harmonics give unit-variance outputs, as each
 path block of e3nn's component-normalised ``uvu`` tensor product does.
@@ -115,11 +126,13 @@ __all__ = [
     "conv_normalisation",
     "power_projection_rms",
     "CONV_WEIGHTS",
+    "mace_conv_paths",
+    "path_scales",
     "CONV_KERNELS",
     "use_primitives_in_torchscript",
 ]
 
-CONV_WEIGHTS = ("l2", "l1l2")
+CONV_WEIGHTS = ("l2", "l1l2", "path")
 CONV_KERNELS = ("auto", "torch", "triton", "reference")
 
 EngineFactory = Callable[["EngineSpec"], torch.nn.Module]
@@ -209,6 +222,15 @@ def _channels_to_mul_ir(irreps: o3.Irreps, degrees: Sequence[int]) -> torch.Tens
     return torch.tensor(idx, dtype=torch.long)
 
 
+def _paths_to_mul_ir(paths: Sequence[tuple[int, int, int]], channels: int, degrees_out: Sequence[int]) -> torch.Tensor:
+    """Index ``idx`` with ``y.view(..., C * n_paths * K_out)[..., idx]`` = MACE's ``irreps_mid``
+    layout (block ``j`` = path ``j``: its ``l3`` components, channel-major)."""
+    k_dim, n = _dim(degrees_out), len(paths)
+    offs = _offsets(degrees_out)
+    idx = [c * n * k_dim + j * k_dim + offs[l3] + m for j, (_, _, l3) in enumerate(paths) for c in range(channels) for m in range(2 * l3 + 1)]
+    return torch.tensor(idx, dtype=torch.long)
+
+
 def _is_identity(idx: torch.Tensor) -> bool:
     return bool(torch.equal(idx, torch.arange(idx.numel())))
 
@@ -248,6 +270,42 @@ def conv_normalisation(degrees_in: Sequence[int], degrees_edge: Sequence[int], d
     return np.array(out)
 
 
+def mace_conv_paths(backend: str, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps) -> list[tuple[int, int, int]]:
+    """``(l1, l2, l3)`` of each output block of ``irreps_out``, which must be exactly the
+    ``irreps_mid`` MACE's ``tp_out_irreps_with_instructions`` gives for these inputs (and
+    the target degrees of ``irreps_out``); raises :class:`UnsupportedIrrepsError` otherwise."""
+    from mace.modules.irreps_tools import tp_out_irreps_with_instructions
+
+    irreps_in1, irreps_in2, irreps_out = o3.Irreps(irreps_in1), o3.Irreps(irreps_in2), o3.Irreps(irreps_out)
+    mid, instructions = tp_out_irreps_with_instructions(irreps_in1, irreps_in2, irreps_out.simplify())
+    if mid != irreps_out or len(instructions) != len(irreps_out):
+        raise UnsupportedIrrepsError(
+            backend,
+            str(irreps_out),
+            f"conv_weights='path' computes MACE's own conv layout, which for {irreps_in1} x {irreps_in2} is {mid or 'empty'}",
+            "Build the conv through MACE (use_backend / build_model), or use conv_weights='l2' or 'l1l2'.",
+        )
+    return [(irreps_in1[i].ir.l, irreps_in2[j].ir.l, mid[k].ir.l) for i, j, k, _, _ in instructions]
+
+
+def path_scales(paths: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    """Per-path factor ``s_p`` (float64) with e3nn's ``uvu`` path ``p`` equal to ``s_p`` times
+    the Gaunt projection: ``sqrt(2 l3 + 1)`` (e3nn's component irrep normalisation, path
+    normalisation ``element`` with one path per output block and edge multiplicity 1)
+    over ``kappa``, where ``G(l1, l2, l3) = kappa * wigner_3j(l1, l2, l3)`` (sign included)."""
+    out = []
+    for l1, l2, l3 in paths:
+        if not gaunt_path_allowed(l1, l2, l3):
+            raise ValueError(f"path ({l1}, {l2}, {l3}) has no Gaunt product (l1 + l2 + l3 odd or triangle rule)")
+        g = gaunt_coefficients(l1, l2, l3)
+        w3j = o3.wigner_3j(l1, l2, l3, dtype=torch.float64).numpy()
+        kappa = float((g * w3j).sum() / (w3j * w3j).sum())
+        if not np.allclose(g, kappa * w3j, rtol=0, atol=1e-12):  # the invariant is unique: cannot happen
+            raise AssertionError(f"Gaunt and CG coefficients of path ({l1}, {l2}, {l3}) are not proportional")
+        out.append(math.sqrt(2 * l3 + 1) / kappa)
+    return np.array(out)
+
+
 @compile_mode("script")
 class SphereConv(BackendModule):
     """Gaunt convolution for MACE's ``conv`` site (see the module docstring for the math).
@@ -259,14 +317,15 @@ class SphereConv(BackendModule):
     irreps_in2 : o3.Irreps
         Edge spherical harmonics (``1x0e + 1x1o + ...``), natural parity, multiplicity 1.
     irreps_out : o3.Irreps
-        ``C x l3`` blocks for reachable natural-parity ``l3`` (see :func:`conv_degrees_out`).
+        ``C x l3`` blocks for reachable natural-parity ``l3`` (see :func:`conv_degrees_out`);
+        for ``conv_weights="path"`` MACE's ``irreps_mid`` (see :func:`mace_conv_paths`).
     engine_factory : callable
         ``EngineSpec -> engine`` (see the module docstring).
     backend_name : str
         Recorded on the module (``backend_of``).
     options : mapping
-        The backend options; ``conv_weights`` (``"l2"`` or ``"l1l2"``) and ``fused`` (bool)
-        are read here.
+        The backend options; ``conv_weights`` (``"l2"``, ``"l1l2"`` or ``"path"``),
+        ``fused`` (bool) and ``kernel`` are read here.
 
     Shapes
     ------
@@ -281,6 +340,8 @@ class SphereConv(BackendModule):
     n_in: int
     n_edge: int
     per_l1: bool
+    per_path: bool
+    n_paths: int
     fused: bool
     in_identity: bool
     edge_identity: bool
@@ -317,22 +378,28 @@ class SphereConv(BackendModule):
             raise UnsupportedIrrepsError(be, str(self.irreps_out), f"conv outputs must have the node multiplicity {c} (channel-wise product)")
         d_in = tuple(sorted(_degrees_once(be, self.irreps_in1, "node features")))
         d_edge = tuple(sorted(_degrees_once(be, self.irreps_in2, "edge attributes")))
-        d_out = tuple(sorted(_degrees_once(be, self.irreps_out, "conv outputs")))
+        mode = str(options.get("conv_weights", "l2"))
+        if mode not in CONV_WEIGHTS:
+            raise ValueError(f"conv_weights must be one of {CONV_WEIGHTS}, got {mode!r}")
+        paths = mace_conv_paths(be, self.irreps_in1, self.irreps_in2, self.irreps_out) if mode == "path" else []
+        if paths:
+            d_out = tuple(sorted({l3 for _, _, l3 in paths}))
+        else:
+            d_out = tuple(sorted(_degrees_once(be, self.irreps_out, "conv outputs")))
         unreachable = sorted(set(d_out) - set(conv_degrees_out(d_in, d_edge, d_out)))
         if unreachable:
             raise UnsupportedIrrepsError(
                 be, str(self.irreps_out), f"degrees {unreachable} cannot be reached by a Gaunt product of {self.irreps_in1} and {self.irreps_in2}"
             )
-        mode = str(options.get("conv_weights", "l2"))
-        if mode not in CONV_WEIGHTS:
-            raise ValueError(f"conv_weights must be one of {CONV_WEIGHTS}, got {mode!r}")
         self.degrees_in, self.degrees_edge, self.degrees_out = d_in, d_edge, d_out
         self.k_in = _dim(d_in)
-        self.out_width = c * _dim(d_out)
+        self.n_paths = len(paths)
+        self.out_width = c * max(1, self.n_paths) * _dim(d_out)
         self.channels = c
         self.n_in = len(d_in)
         self.n_edge = len(d_edge)
         self.per_l1 = mode == "l1l2"
+        self.per_path = mode == "path"
         self.fused = bool(options.get("fused", True))
         kernel = str(options.get("kernel", "auto"))
         if kernel not in CONV_KERNELS:
@@ -346,16 +413,23 @@ class SphereConv(BackendModule):
         self.use_triton = kernel == "triton"
         self.auto_triton = kernel == "auto" and importlib.util.find_spec("triton") is not None
         self.script_portable = True
-        self.weight_numel = c * self.n_edge * (self.n_in if self.per_l1 else 1)
+        if self.per_path:
+            self.weight_numel = c * self.n_paths
+        else:
+            self.weight_numel = c * self.n_edge * (self.n_in if self.per_l1 else 1)
 
         self.spec = EngineSpec(d_in, d_edge, d_out, max(d_in) + max(d_edge))
         self.engine = engine_factory(self.spec)
         dtype = torch.get_default_dtype()
-        norm = conv_normalisation(d_in, d_edge, d_out)
-        per_component = torch.from_numpy(norm)[_degree_index(d_out)]
-        self.register_buffer("out_norm", per_component.to(dtype))
+        if self.per_path:
+            per_component = torch.from_numpy(path_scales(paths))[:, None].expand(self.n_paths, _dim(d_out))  # [n_paths, K_out]
+            idx_out = _paths_to_mul_ir(paths, c, d_out)
+        else:
+            per_component = torch.from_numpy(conv_normalisation(d_in, d_edge, d_out))[_degree_index(d_out)]  # [K_out]
+            idx_out = _channels_to_mul_ir(self.irreps_out, d_out)
+        self.register_buffer("out_norm", per_component.contiguous().to(dtype))
+        self._register_path_tables(paths, d_in, d_edge, dtype)
         idx_in = _mul_ir_to_channels(self.irreps_in1, d_in)
-        idx_out = _channels_to_mul_ir(self.irreps_out, d_out)
         self.in_identity = _is_identity(idx_in)
         self.out_identity = _is_identity(idx_out)
         self.register_buffer("idx_in", idx_in)
@@ -365,15 +439,37 @@ class SphereConv(BackendModule):
         self.edge_identity = _is_identity(idx_edge)
         self.register_buffer("idx_edge", idx_edge)
 
+    def _register_path_tables(self, paths: Sequence[tuple[int, int, int]], d_in: Sequence[int], d_edge: Sequence[int], dtype: torch.dtype) -> None:
+        """``path_l1 [n_paths]`` (position of each path's ``l1`` among the input degrees) and
+        ``path_l2 [n_paths, n_edge]`` (one-hot of its ``l2``); empty unless ``path``, but
+        always present, so that TorchScript compiles every branch."""
+        l1 = torch.tensor([list(d_in).index(a) for a, _, _ in paths], dtype=torch.long)
+        l2 = torch.zeros(len(paths), len(d_edge), dtype=dtype)
+        for j, (_, b, _) in enumerate(paths):
+            l2[j, list(d_edge).index(b)] = 1.0
+        self.register_buffer("path_l1", l1)
+        self.register_buffer("path_l2", l2)
+
     def __setstate__(self, state: dict) -> None:
-        # models saved before the ``kernel`` option: the default kernel, portable TorchScript
+        # models saved before the ``kernel`` option: the default kernel, portable TorchScript;
+        # before ``path``: no path tables
         super().__setstate__(state)
         self.__dict__.setdefault("kernel", "auto")
         self.__dict__.setdefault("use_reference", False)
         self.__dict__.setdefault("use_triton", False)
         self.__dict__.setdefault("auto_triton", importlib.util.find_spec("triton") is not None)
         self.__dict__.setdefault("script_portable", True)
+        self.__dict__.setdefault("per_path", False)
+        self.__dict__.setdefault("n_paths", 0)
+        if "path_l1" not in self._buffers:
+            self._register_path_tables([], self.degrees_in, self.degrees_edge, self.out_norm.dtype)
+            self.path_l1 = self.path_l1.to(self.out_norm.device)
+            self.path_l2 = self.path_l2.to(self.out_norm.device)
         _set_widths(self)
+
+    def conv_weights(self) -> str:
+        """The ``conv_weights`` mode: ``"l2"``, ``"l1l2"`` or ``"path"``."""
+        return "path" if self.per_path else ("l1l2" if self.per_l1 else "l2")
 
     def kernel_in_use(self) -> str:
         """The kernel eager calls run now (``auto`` resolved for the module's device)."""
@@ -384,21 +480,22 @@ class SphereConv(BackendModule):
         return "torch"
 
     def extra_repr(self) -> str:
-        mode = "l1l2" if self.per_l1 else "l2"
         script = "reference" if (self.use_reference or self.script_portable) else self.kernel_in_use()
+        paths = f" ({self.n_paths} paths)" if self.per_path else ""
         return (
-            f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, conv_weights={mode}, fused={self.fused}, "
+            f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, conv_weights={self.conv_weights()}{paths}, fused={self.fused}, "
             f"kernel={self.kernel} (runs {self.kernel_in_use()}; TorchScript: {script}), points={self.engine.num_points}"
         )
 
     def _points_conv(self, f: torch.Tensor, w: torch.Tensor, s: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
         # Both conditions are constants for TorchScript, so a scripted module holds one branch
         # only: the portable one (plain aten ops) unless use_primitives_in_torchscript was called.
+        # ``path`` keeps the degree axis (one product per path) up to the projection.
         if self.use_reference or (torch.jit.is_scripting() and self.script_portable):
-            return reference_conv(f, w, s, edge_index)
+            return reference_conv(f, w, s, edge_index, self.per_path)
         if self.use_triton or (self.auto_triton and f.is_cuda):
-            return triton_conv(f, w, s, edge_index)
-        return primitive_conv(f, w, s, edge_index)
+            return triton_conv(f, w, s, edge_index, self.per_path)
+        return primitive_conv(f, w, s, edge_index, self.per_path)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         n = x1.shape[0]
@@ -409,14 +506,18 @@ class SphereConv(BackendModule):
         if not self.edge_identity:
             x2 = x2.index_select(1, self.idx_edge)
         edge_fn = self.engine.edge_points(x2)  # S [E, n_edge, P]
-        if self.per_l1:
+        e = edge_fn.shape[0]
+        if self.per_path:
+            f = self.engine.to_points_split(feats).index_select(2, self.path_l1)  # F [n, C, n_paths, P]: f_l1 per path
+            w = weight.reshape(e, self.n_paths, c).transpose(1, 2).unsqueeze(3) * self.path_l2  # [E, C, n_paths, n_edge]
+        elif self.per_l1:
             f = self.engine.to_points_split(feats)  # F [n, C, n_in, P]
-            w = weight.reshape(edge_fn.shape[0], c, self.n_in, self.n_edge)
+            w = weight.reshape(e, c, self.n_in, self.n_edge)
         else:
             f = self.engine.to_points(feats).unsqueeze(2)  # F [n, C, 1, P]
-            w = weight.reshape(edge_fn.shape[0], c, 1, self.n_edge)
-        z = self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, P]
-        out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out]
+            w = weight.reshape(e, c, 1, self.n_edge)
+        z = self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, P] ([rows, C, n_paths, P] for path)
+        out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out] ([rows, C, n_paths, K_out])
         out = out.reshape(out.shape[0], self.out_width)
         if not self.out_identity:
             out = out.index_select(1, self.idx_out)

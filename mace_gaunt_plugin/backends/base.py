@@ -174,6 +174,13 @@ class TPBackend:
             )
         return {name: opt.convert(self.name, given[name]) if name in given else opt.default for name, opt in known.items()}
 
+    def function_family_of(self, options: Mapping[str, Any]) -> str:
+        """The function family of a model built with these (resolved) options; default
+        :attr:`function_family`. A backend whose options choose another function class
+        (``grid``/``gaunt`` with ``sites=conv, conv_weights=path`` compute MACE's own ``cg``
+        function) overrides it, and :func:`~mace_gaunt_plugin.switch_backend` uses it."""
+        return self.function_family
+
     def conv_irreps_out(
         self, irreps_node: o3.Irreps, irreps_edge: o3.Irreps, irreps_target: o3.Irreps, options: Mapping[str, Any]
     ) -> Optional[o3.Irreps]:

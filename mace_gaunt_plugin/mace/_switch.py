@@ -7,6 +7,14 @@ backend (from the module's irreps and the model's backend options, as
 :func:`use_backend` would) and copies the parameters over. Anything else would silently
 change what the weights mean, so it is refused with
 :class:`~mace_gaunt_plugin.errors.BackendMismatchError`.
+
+The family is that of the backend *with its options*
+(:meth:`~mace_gaunt_plugin.backends.base.TPBackend.function_family_of`): ``grid`` and
+``gaunt`` with ``sites=conv, conv_weights=path`` compute stock MACE's (``cg``) function,
+so a stock ``e3nn`` model switches to them and back. Their conv has no parameters of its
+own (like e3nn's, its weights come from the radial MLP) and takes e3nn's weight layout, so
+nothing but the conv modules changes; the interaction block's ``conv_fusion`` flag
+follows the new conv.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import torch
 from ..backends.base import BackendModule, TPBackend
 from ..errors import BackendMismatchError
 from ..registry import available_backends, get_backend
-from ._build import backend_of, backend_options_of
+from ._build import _is_stock, backend_of, backend_options_of, site_modules
 
 __all__ = ["switch_backend"]
 
@@ -91,19 +99,73 @@ def _copy_parameters(source: torch.nn.Module, target: torch.nn.Module, where: st
             p.requires_grad_(src[name].requires_grad)
 
 
-def switch_backend(model: torch.nn.Module, name: str) -> torch.nn.Module:
+def _stock_conv(module: torch.nn.Module, where: str) -> torch.nn.Module:
+    """MACE's own e3nn conv (``uvu``, external weights) for a plugin conv of MACE's layout."""
+    from e3nn import o3
+    from mace.modules.irreps_tools import tp_out_irreps_with_instructions
+
+    i1, i2, out = (o3.Irreps(_attr(module, n, "conv")) for n in ("irreps_in1", "irreps_in2", "irreps_out"))
+    mid, instructions = tp_out_irreps_with_instructions(i1, i2, out.simplify())
+    if mid != out:
+        raise BackendMismatchError(f"{where}: the conv's output irreps {out} are not MACE's layout {mid}; cannot rebuild e3nn's conv")
+    return o3.TensorProduct(i1, i2, mid, instructions, shared_weights=False, internal_weights=False)
+
+
+def _switch_conv_across(new: torch.nn.Module, target: TPBackend, options: Mapping[str, Any]) -> None:
+    """Replace every conv whose kind changes (plugin <-> MACE's stock e3nn), in place, for a
+    switch within the ``cg`` family. Neither conv has parameters; the weight counts must agree."""
+    for where, site, module in list(site_modules(new)):
+        if site != "conv":
+            continue
+        plugin = isinstance(module, BackendModule)
+        if not plugin and not _is_stock("conv", module):
+            raise BackendMismatchError(f"{where}: cannot rebuild a {type(module).__name__} conv")
+        ref = _float_tensor(module)
+        dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+        with _default_dtype(dtype):
+            fresh = target.build_conv(module.irreps_in1, module.irreps_in2, module.irreps_out, None, options)
+            if fresh is None and not plugin:
+                continue  # stock stays stock
+            if fresh is None:
+                fresh = _stock_conv(module, where)
+        if int(fresh.weight_numel) != int(module.weight_numel) or list(fresh.parameters()) or list(module.parameters()):
+            raise BackendMismatchError(f"{where}: the rebuilt conv's weights ({fresh.weight_numel}) differ from the original's ({module.weight_numel})")
+        if ref is not None:
+            fresh = fresh.to(device=ref.device)
+        fresh.train(module.training)
+        block = new.get_submodule(where.rpartition(".")[0])
+        block.conv_tp = fresh
+        if isinstance(fresh, BackendModule) and bool(getattr(fresh, "fused", False)):
+            block.conv_fusion = True  # MACE's flag (tested with hasattr): the conv gathers and scatters itself
+        elif hasattr(block, "conv_fusion"):
+            del block.conv_fusion
+
+
+def _target_options(model: torch.nn.Module, target: TPBackend, given: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The model's backend options the target knows, updated with ``given``, resolved."""
+    known = {opt.name for opt in target.options}
+    base = {k: v for k, v in backend_options_of(model).items() if k in known}
+    return target.resolve_options({**base, **dict(given or {})})
+
+
+def switch_backend(model: torch.nn.Module, name: str, options: Optional[Mapping[str, Any]] = None) -> torch.nn.Module:
     """A copy of ``model`` computing the same function with the TP backend ``name``.
 
-    Allowed only between backends of the same ``function_family`` (``grid`` <-> ``gaunt``);
-    the copy keeps the model's backend options, parameters, dtype, device and train/eval
-    mode. The original model is not changed.
+    Allowed only between backends of the same function family with their options
+    (``grid`` <-> ``gaunt``; stock ``e3nn`` <-> ``grid``/``gaunt`` with ``sites=conv,
+    conv_weights=path``); the copy keeps the model's backend options (those the target
+    takes, updated with ``options``), parameters, dtype, device and train/eval mode. The
+    original model is not changed.
 
     Parameters
     ----------
     model : torch.nn.Module
-        An eager MACE model built with a plugin backend (switch before compiling).
+        An eager MACE model (switch before compiling).
     name : str
         The target backend.
+    options : mapping, optional
+        Target backend options overriding the model's, e.g. ``{"sites": "conv",
+        "conv_weights": "path"}`` to switch a stock model to ``grid``.
 
     Raises
     ------
@@ -114,21 +176,29 @@ def switch_backend(model: torch.nn.Module, name: str) -> torch.nn.Module:
     Examples
     --------
     >>> # fast = switch_backend(model_trained_with_grid, "gaunt")
+    >>> # exact = switch_backend(stock_model, "grid", {"sites": "conv", "conv_weights": "path"})
     """
     if isinstance(model, torch.jit.ScriptModule):
         raise BackendMismatchError("switch_backend needs the eager model, not a TorchScript one; switch first, then compile")
     source = get_backend(backend_of(model))
     target = get_backend(name)
-    if not source.function_family or source.function_family != target.function_family:
-        same = [n for n in available_backends() if source.function_family and get_backend(n).function_family == source.function_family]
+    options = _target_options(model, target, options)
+    src_family = source.function_family_of(source.resolve_options(backend_options_of(model)))
+    dst_family = target.function_family_of(options)
+    if not src_family or src_family != dst_family:
+        same = [n for n in available_backends() if src_family and get_backend(n).function_family == src_family]
+        if src_family == "cg":
+            same += ["grid/gaunt with options sites=conv, conv_weights=path"]
         raise BackendMismatchError(
             f"cannot switch a {source.name!r} model to {target.name!r}: they compute different functions (function "
-            f"family {source.function_family or 'unset'!r} vs {target.function_family or 'unset'!r}), so the trained "
+            f"family {src_family or 'unset'!r} vs {dst_family or 'unset'!r}), so the trained "
             f"weights would mean something else. Backends this model can switch to: {', '.join(same) or 'none'}; "
             f"for {target.name!r}, build and train a model with it (--tp-backend {target.name})."
         )
-    options = target.resolve_options(backend_options_of(model))
     new = copy.deepcopy(model)
+    if "e3nn" in (source.name, target.name) and source.name != target.name:
+        _switch_conv_across(new, target, options)
+        return new
     modules = [(n, m) for n, m in new.named_modules(remove_duplicate=False) if isinstance(m, BackendModule)]
     if not modules and source.name == target.name:
         return new  # a stock model "switched" to itself
