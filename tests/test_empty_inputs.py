@@ -27,6 +27,12 @@ def test_graphs_without_edges(name: str) -> None:
     assert check_backend(name, checks=("empty",)) == {"empty": "passed"}
 
 
+@pytest.mark.parametrize("name", ["grid", "gaunt"])
+def test_path_conv_on_empty_inputs(name: str) -> None:
+    options = {"conv_weights": "path", "sites": "conv"}
+    assert check_backend(name, options, checks=("empty", "zero_nodes")) == {"empty": "passed", "zero_nodes": "passed"}
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_site_modules_on_zero_nodes(name: str) -> None:
     expected = "skipped: the backend puts no module of its own into the model" if name == "e3nn" else "passed"

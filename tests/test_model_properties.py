@@ -37,7 +37,7 @@ EMPTY_CHECKS = ("empty", "zero_nodes")  # test_empty_inputs.py
 KIT_CHECKS = tuple(c for c in CHECKS if c not in EMPTY_CHECKS)
 #: What the kit must report for each built-in backend; every check not named passes.
 SKIPPED = {
-    "e3nn": {"switch"},  # no other plugin backend computes MACE's CG function class here
+    "e3nn": {"switch"},  # no other backend's defaults compute MACE's CG function (grid/gaunt with conv_weights=path: test_conv_path_weights.py)
     "sparse": {"switch"},  # the only 'sparse-cg' backend
     "grid": set(),
     "gaunt": set(),
@@ -62,6 +62,16 @@ def test_conformance_kit(name: str) -> None:
     assert list(results) == list(KIT_CHECKS)
     if name in SKIPPED:
         assert skipped == SKIPPED[name], results
+
+
+#: Backend options that change what the sites compute, run through the whole kit too.
+OPTION_CASES = [("grid", {"sites": "conv", "conv_weights": "path"}), ("gaunt", {"conv_weights": "path"})]
+
+
+@pytest.mark.parametrize("name,options", OPTION_CASES, ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={x}" for k, x in v.items()))
+def test_conformance_kit_with_options(name: str, options: dict) -> None:
+    results = check_backend(name, options, checks=KIT_CHECKS)
+    assert results == {check: "passed" for check in KIT_CHECKS}, results
 
 
 def _build(backend: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
