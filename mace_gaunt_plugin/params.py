@@ -3,7 +3,8 @@
 A Gaunt-family conv has ``C * n_l2`` (``conv_weights="l2"``) or ``C * n_l1 * n_l2``
 (``"l1l2"``) weights per edge where e3nn's ``uvu`` tensor product has ``C`` per CG path
 ``(l1, l2, l3)``; the radial MLP's last layer and the linear after the conv shrink with
-it. The Gaunt product has ``n_elements * C * correlation * n_L`` weights where MACE's
+it. With ``"path"`` the conv has e3nn's ``C`` per path and MACE's output irreps, so its
+conv count is e3nn's exactly. The Gaunt product has ``n_elements * C * correlation * n_L`` weights where MACE's
 symmetric contraction has one per element, channel and coupled CG basis function.
 
 >>> # from mace_gaunt_plugin.params import count_parameters

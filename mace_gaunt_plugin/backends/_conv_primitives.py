@@ -16,6 +16,9 @@ operand has ``J = 1``. For ``"l1l2"`` the sender functions are split per input d
 ``l1`` (``B = F [N, C, n_in, P]``, ``sum_j F[:, :, j] = to_points(x)``) and the weights
 have one column per ``l1`` (``W [E, C, n_in, K]``), while the receiver cotangent has
 ``J = 1``: the sum over ``l1`` is taken per edge, before the sum onto the receivers.
+For ``"path"`` the degree axis runs over the CG paths ``(l1, l2, l3)`` of one ``l2`` (one
+call per ``l2``, ``K = 1``) and the receivers keep it (``j_out = J``, ``keep_degrees``):
+each path is projected onto its own ``l3`` afterwards.
 
 The conv is ``Z = dT/dA`` at ``A``'s place with ``ia = receivers``, ``ib = senders``::
 

@@ -56,8 +56,9 @@ receiver. Parametrisations (option ``conv_weights``):
     the Gaunt coefficients are the CG coefficients times a constant; that constant and
     e3nn's path normalisation are a fixed per-path factor (:func:`path_scales`), so the
     same radial-MLP weights give e3nn's conv output (to rounding). Per edge, the points
-    work is ``n_paths`` products per channel instead of one (the degree axis ``J`` of the
-    primitives runs over the paths and is kept to the receivers).
+    work is ``n_paths`` products per channel instead of one: the degree axis ``J`` of the
+    primitives runs over the paths of one ``l2`` (one call per ``l2``) and is kept to the
+    receivers, where each path is projected onto its ``l3``.
 
 Kernels (option ``kernel``)
 ---------------------------
@@ -105,7 +106,7 @@ Proj_L(f_c**nu)`` with ``f_c = sum_lm A[c, lm] Y_lm``. ``b_{nu,L}`` is the inver
 import importlib.util
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Final, Mapping, Optional, Sequence
+from typing import Any, Callable, Final, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -222,13 +223,24 @@ def _channels_to_mul_ir(irreps: o3.Irreps, degrees: Sequence[int]) -> torch.Tens
     return torch.tensor(idx, dtype=torch.long)
 
 
-def _paths_to_mul_ir(paths: Sequence[tuple[int, int, int]], channels: int, degrees_out: Sequence[int]) -> torch.Tensor:
+def _paths_to_mul_ir(paths: Sequence[tuple[int, int, int]], position: Sequence[int], channels: int, degrees_out: Sequence[int]) -> torch.Tensor:
     """Index ``idx`` with ``y.view(..., C * n_paths * K_out)[..., idx]`` = MACE's ``irreps_mid``
-    layout (block ``j`` = path ``j``: its ``l3`` components, channel-major)."""
+    layout (block ``j`` = path ``j``: its ``l3`` components, channel-major), path ``j`` being
+    at ``position[j]`` of the path axis of ``y``."""
     k_dim, n = _dim(degrees_out), len(paths)
     offs = _offsets(degrees_out)
-    idx = [c * n * k_dim + j * k_dim + offs[l3] + m for j, (_, _, l3) in enumerate(paths) for c in range(channels) for m in range(2 * l3 + 1)]
+    idx = [
+        c * n * k_dim + position[j] * k_dim + offs[l3] + m for j, (_, _, l3) in enumerate(paths) for c in range(channels) for m in range(2 * l3 + 1)
+    ]
     return torch.tensor(idx, dtype=torch.long)
+
+
+def _paths_by_edge_degree(paths: Sequence[tuple[int, int, int]], degrees_edge: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The order the conv keeps the paths in (grouped by ``l2``, MACE's order inside a
+    group: each group is one primitive call with one edge slice, ``K = 1``), and the group
+    sizes (one per edge degree, possibly 0)."""
+    order = sorted(range(len(paths)), key=lambda j: (list(degrees_edge).index(paths[j][1]), j))
+    return order, [sum(1 for _, b, _ in paths if b == l2) for l2 in degrees_edge]
 
 
 def _is_identity(idx: torch.Tensor) -> bool:
@@ -342,6 +354,7 @@ class SphereConv(BackendModule):
     per_l1: bool
     per_path: bool
     n_paths: int
+    path_groups: List[int]
     fused: bool
     in_identity: bool
     edge_identity: bool
@@ -422,8 +435,10 @@ class SphereConv(BackendModule):
         self.engine = engine_factory(self.spec)
         dtype = torch.get_default_dtype()
         if self.per_path:
-            per_component = torch.from_numpy(path_scales(paths))[:, None].expand(self.n_paths, _dim(d_out))  # [n_paths, K_out]
-            idx_out = _paths_to_mul_ir(paths, c, d_out)
+            order, _ = _paths_by_edge_degree(paths, d_edge)
+            scales = torch.from_numpy(path_scales(paths))[order]
+            per_component = scales[:, None].expand(self.n_paths, _dim(d_out))  # [n_paths, K_out], the conv's path order
+            idx_out = _paths_to_mul_ir(paths, [order.index(j) for j in range(len(paths))], c, d_out)
         else:
             per_component = torch.from_numpy(conv_normalisation(d_in, d_edge, d_out))[_degree_index(d_out)]  # [K_out]
             idx_out = _channels_to_mul_ir(self.irreps_out, d_out)
@@ -440,15 +455,14 @@ class SphereConv(BackendModule):
         self.register_buffer("idx_edge", idx_edge)
 
     def _register_path_tables(self, paths: Sequence[tuple[int, int, int]], d_in: Sequence[int], d_edge: Sequence[int], dtype: torch.dtype) -> None:
-        """``path_l1 [n_paths]`` (position of each path's ``l1`` among the input degrees) and
-        ``path_l2 [n_paths, n_edge]`` (one-hot of its ``l2``); empty unless ``path``, but
-        always present, so that TorchScript compiles every branch."""
-        l1 = torch.tensor([list(d_in).index(a) for a, _, _ in paths], dtype=torch.long)
-        l2 = torch.zeros(len(paths), len(d_edge), dtype=dtype)
-        for j, (_, b, _) in enumerate(paths):
-            l2[j, list(d_edge).index(b)] = 1.0
-        self.register_buffer("path_l1", l1)
-        self.register_buffer("path_l2", l2)
+        """In the conv's path order (:func:`_paths_by_edge_degree`): ``path_order [n_paths]``
+        (MACE's index of each path), ``path_l1 [n_paths]`` (position of its ``l1`` among the
+        input degrees) and ``path_groups`` (paths per edge degree). Empty unless ``path``,
+        but always present, so that TorchScript compiles every branch."""
+        order, groups = _paths_by_edge_degree(paths, d_edge)
+        self.register_buffer("path_order", torch.tensor(order, dtype=torch.long))
+        self.register_buffer("path_l1", torch.tensor([list(d_in).index(paths[j][0]) for j in order], dtype=torch.long))
+        self.path_groups = groups if paths else []
 
     def __setstate__(self, state: dict) -> None:
         # models saved before the ``kernel`` option: the default kernel, portable TorchScript;
@@ -463,8 +477,8 @@ class SphereConv(BackendModule):
         self.__dict__.setdefault("n_paths", 0)
         if "path_l1" not in self._buffers:
             self._register_path_tables([], self.degrees_in, self.degrees_edge, self.out_norm.dtype)
+            self.path_order = self.path_order.to(self.out_norm.device)
             self.path_l1 = self.path_l1.to(self.out_norm.device)
-            self.path_l2 = self.path_l2.to(self.out_norm.device)
         _set_widths(self)
 
     def conv_weights(self) -> str:
@@ -497,6 +511,24 @@ class SphereConv(BackendModule):
             return triton_conv(f, w, s, edge_index, self.per_path)
         return primitive_conv(f, w, s, edge_index, self.per_path)
 
+    def _path_conv(self, feats: torch.Tensor, weight: torch.Tensor, edge_fn: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
+        """``conv_weights="path"`` on the points: one product per (channel, path), kept per
+        path to the receivers. Paths are grouped by ``l2`` so each group is one call with a
+        single edge slice (``K = 1``: no multiply-adds with zero weights)."""
+        c = self.channels
+        f = self.engine.to_points_split(feats).index_select(2, self.path_l1)  # [n, C, n_paths, P]: f_l1 per path
+        w = weight.reshape(edge_fn.shape[0], self.n_paths, c).index_select(1, self.path_order)
+        w = w.transpose(1, 2).unsqueeze(3)  # [E, C, n_paths, 1], the conv's path order
+        parts: list[torch.Tensor] = []
+        start = 0
+        for k, size in enumerate(self.path_groups):
+            if size > 0:
+                stop = start + size
+                f_k, w_k = f[:, :, start:stop].contiguous(), w[:, :, start:stop].contiguous()
+                parts.append(self._points_conv(f_k, w_k, edge_fn[:, k : k + 1].contiguous(), edge_index))
+                start = stop
+        return torch.cat(parts, dim=2)
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         n = x1.shape[0]
         c = self.channels
@@ -508,16 +540,16 @@ class SphereConv(BackendModule):
         edge_fn = self.engine.edge_points(x2)  # S [E, n_edge, P]
         e = edge_fn.shape[0]
         if self.per_path:
-            f = self.engine.to_points_split(feats).index_select(2, self.path_l1)  # F [n, C, n_paths, P]: f_l1 per path
-            w = weight.reshape(e, self.n_paths, c).transpose(1, 2).unsqueeze(3) * self.path_l2  # [E, C, n_paths, n_edge]
-        elif self.per_l1:
-            f = self.engine.to_points_split(feats)  # F [n, C, n_in, P]
-            w = weight.reshape(e, c, self.n_in, self.n_edge)
+            z = self._path_conv(feats, weight, edge_fn, edge_index)  # [rows, C, n_paths, P]
         else:
-            f = self.engine.to_points(feats).unsqueeze(2)  # F [n, C, 1, P]
-            w = weight.reshape(e, c, 1, self.n_edge)
-        z = self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, P] ([rows, C, n_paths, P] for path)
-        out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out] ([rows, C, n_paths, K_out])
+            if self.per_l1:
+                f = self.engine.to_points_split(feats)  # F [n, C, n_in, P]
+                w = weight.reshape(e, c, self.n_in, self.n_edge)
+            else:
+                f = self.engine.to_points(feats).unsqueeze(2)  # F [n, C, 1, P]
+                w = weight.reshape(e, c, 1, self.n_edge)
+            z = self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, P]
+        out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out] ([rows, C, n_paths, K_out] for path)
         out = out.reshape(out.shape[0], self.out_width)
         if not self.out_identity:
             out = out.index_select(1, self.idx_out)
