@@ -210,3 +210,20 @@ def test_path_parameter_counts_are_mace_counts(one_thread) -> None:
     assert both["conv"] == e3nn["conv"] and both["product"] < e3nn["product"]
     l2 = count_parameters("grid", {"conv_weights": "l2"}, **cfg)
     assert l2["conv"] < both["conv"]
+
+
+def test_l2_conv_pickled_before_path_existed_loads(float64, one_thread) -> None:
+    from mace_gaunt_plugin.backends._sphere_sites import SphereConv
+
+    node, edge, target = _irreps(1, 2, 2)
+    grid = mgp.get_backend("grid")
+    opts = grid.resolve_options({})
+    conv = grid.build_conv(node, edge, grid.conv_irreps_out(node, edge, target, opts), None, opts)
+    old = {k: v for k, v in conv.__dict__.items() if k not in ("per_path", "n_paths", "path_groups")}
+    old["_buffers"] = {k: v for k, v in conv._buffers.items() if k not in ("path_l1", "path_order")}
+    restored = SphereConv.__new__(SphereConv)
+    restored.__setstate__(old)
+    assert restored.conv_weights() == "l2" and "path_l1" in restored._buffers
+    x1, x2, w, edge_index = _inputs(node, edge, conv.weight_numel)
+    torch.testing.assert_close(restored(x1, x2, w, edge_index), conv(x1, x2, w, edge_index), rtol=0, atol=0)
+    torch.testing.assert_close(jit.script(restored)(x1, x2, w, edge_index), conv(x1, x2, w, edge_index), rtol=0, atol=1e-12)
