@@ -28,7 +28,7 @@ import torch
 from ..backends.base import BackendModule, TPBackend
 from ..errors import BackendMismatchError
 from ..registry import available_backends, get_backend
-from ._build import _is_stock, backend_of, backend_options_of, site_modules
+from ._build import STOCK_SITE_CLASSES, _class_path, backend_of, backend_options_of, site_modules
 
 __all__ = ["switch_backend"]
 
@@ -53,7 +53,7 @@ def _float_tensor(module: torch.nn.Module) -> Optional[torch.Tensor]:
 def _attr(module: torch.nn.Module, name: str, what: str) -> Any:
     if not hasattr(module, name):
         raise BackendMismatchError(
-            f"cannot rebuild {type(module).__name__} ({what} site of backend {module.backend_name!r}): it does not "
+            f"cannot rebuild {type(module).__name__} ({what} site of backend {getattr(module, 'backend_name', 'e3nn')!r}): it does not "
             f"expose {name!r}, which switch_backend needs to rebuild it"
         )
     return getattr(module, name)
@@ -118,12 +118,15 @@ def _switch_conv_across(new: torch.nn.Module, target: TPBackend, options: Mappin
         if site != "conv":
             continue
         plugin = isinstance(module, BackendModule)
-        if not plugin and not _is_stock("conv", module):
-            raise BackendMismatchError(f"{where}: cannot rebuild a {type(module).__name__} conv")
+        if not plugin and _class_path(module) not in STOCK_SITE_CLASSES["conv"]:
+            raise BackendMismatchError(
+                f"{where}: cannot rebuild a {_class_path(module)} conv (cuEquivariance/OpenEquivariance?); switch a plain e3nn model"
+            )
         ref = _float_tensor(module)
         dtype = ref.dtype if ref is not None else torch.get_default_dtype()
         with _default_dtype(dtype):
-            fresh = target.build_conv(module.irreps_in1, module.irreps_in2, module.irreps_out, None, options)
+            irreps = [_attr(module, n, "conv") for n in ("irreps_in1", "irreps_in2", "irreps_out")]
+            fresh = target.build_conv(*irreps, None, options)
             if fresh is None and not plugin:
                 continue  # stock stays stock
             if fresh is None:
@@ -170,8 +173,9 @@ def switch_backend(model: torch.nn.Module, name: str, options: Optional[Mapping[
     Raises
     ------
     BackendMismatchError
-        Different function families (e.g. ``grid`` -> ``e3nn``, ``e3nn`` -> ``grid``), a
-        TorchScript model, or modules the target cannot rebuild with the same parameters.
+        Different function families (e.g. a default ``grid`` model -> ``e3nn``, ``e3nn`` ->
+        ``grid`` without ``sites=conv, conv_weights=path``), a TorchScript model, or
+        modules the target cannot rebuild with the same parameters.
 
     Examples
     --------
