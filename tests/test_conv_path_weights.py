@@ -227,3 +227,10 @@ def test_l2_conv_pickled_before_path_existed_loads(float64, one_thread) -> None:
     x1, x2, w, edge_index = _inputs(node, edge, conv.weight_numel)
     torch.testing.assert_close(restored(x1, x2, w, edge_index), conv(x1, x2, w, edge_index), rtol=0, atol=0)
     torch.testing.assert_close(jit.script(restored)(x1, x2, w, edge_index), conv(x1, x2, w, edge_index), rtol=0, atol=1e-12)
+
+
+def test_path_tables_stay_out_of_state_dicts(float64, one_thread) -> None:
+    """State dicts (MACE checkpoints, safe model files) of l2/l1l2 models keep their keys."""
+    for options in ({}, PATH):
+        model = mgp.build_model("grid", backend_options=options, **small_mace_config(**CONFIG))
+        assert not [k for k in model.state_dict() if ".path_" in k]

@@ -458,10 +458,12 @@ class SphereConv(BackendModule):
         """In the conv's path order (:func:`_paths_by_edge_degree`): ``path_order [n_paths]``
         (MACE's index of each path), ``path_l1 [n_paths]`` (position of its ``l1`` among the
         input degrees) and ``path_groups`` (paths per edge degree). Empty unless ``path``,
-        but always present, so that TorchScript compiles every branch."""
+        but always present, so that TorchScript compiles every branch; not in the state
+        dict (they follow from the irreps), so state dicts and safe files written before
+        ``path`` existed still load strictly."""
         order, groups = _paths_by_edge_degree(paths, d_edge)
-        self.register_buffer("path_order", torch.tensor(order, dtype=torch.long))
-        self.register_buffer("path_l1", torch.tensor([list(d_in).index(paths[j][0]) for j in order], dtype=torch.long))
+        self.register_buffer("path_order", torch.tensor(order, dtype=torch.long), persistent=False)
+        self.register_buffer("path_l1", torch.tensor([list(d_in).index(paths[j][0]) for j in order], dtype=torch.long), persistent=False)
         self.path_groups = groups if paths else []
 
     def __setstate__(self, state: dict) -> None:
