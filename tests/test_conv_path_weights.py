@@ -15,6 +15,7 @@ import pytest
 import torch
 from e3nn import o3
 from e3nn.util import jit
+from mace import modules
 from mace.modules.irreps_tools import tp_out_irreps_with_instructions
 
 import mace_gaunt_plugin as mgp
@@ -234,3 +235,14 @@ def test_path_tables_stay_out_of_state_dicts(float64, one_thread) -> None:
     for options in ({}, PATH):
         model = mgp.build_model("grid", backend_options=options, **small_mace_config(**CONFIG))
         assert not [k for k in model.state_dict() if ".path_" in k]
+
+
+@pytest.mark.parametrize("interaction", sorted(modules.interaction_classes))
+def test_switch_is_exact_for_every_interaction_class(interaction, float64, one_thread) -> None:
+    cfg = small_mace_config(interaction=interaction, hidden_irreps="4x0e + 4x1o", correlation=2)
+    torch.manual_seed(0)
+    model = mgp.build_model("e3nn", **cfg).eval()
+    batch = atoms_to_batch([synthetic_molecule(8, cfg["atomic_numbers"])], cfg["atomic_numbers"], cfg["r_max"])
+    switched = mgp.switch_backend(model, "grid", {"sites": "conv", "conv_weights": "path"})
+    assert {type(block.conv_tp).__name__ for block in switched.interactions} == {"SphereConv"}
+    _assert_same_prediction(switched, model, batch)
