@@ -111,6 +111,7 @@ def test_training_writes_the_backend_everywhere(trained: Path, loaded: dict) -> 
     options = {"sites": "both", "conv_weights": "l1l2", "fused": True, "kernel": "auto"}
     log = (trained / "logs" / "tiny_run-1.log").read_text()
     assert f"TP backend: '{BACKEND}'" in log and "conv_weights=l1l2" in log
+    assert "TP backend kernels on cpu: SphereConv runs 'torch'" in log  # kernel=auto, resolved on the run's device
     assert loaded["backends"] == [BACKEND] * 3
     assert loaded["options"] == [options] * 3
     assert loaded["checkpoint"]["name"] == BACKEND and loaded["checkpoint"]["options"] == options

@@ -30,7 +30,8 @@ What :func:`main` does
    - ``mace.cli.run_train.configure_model``: builds the model inside
      :func:`~mace_gaunt_plugin.use_backend`, logs the backend and its options, and
      checks the built model really uses that backend;
-   - ``mace.tools.train.train_one_epoch``: calls
+   - ``mace.tools.train.train_one_epoch``: logs once which kernel each plugin module
+     runs on the model's device (``kernel=auto`` resolved), then calls
      ``backend.on_epoch_start(model, epoch, steps_per_epoch)`` before every epoch
      (0-based epoch, also after a restart; ``steps_per_epoch`` = batches per epoch on
      this rank; ``model`` is the bare model, not the DDP wrapper);
@@ -390,14 +391,28 @@ def _configure_model_with(choice: BackendChoice, stock: Callable) -> Callable:
     return configure_model
 
 
+def _log_kernels(model: Any) -> None:
+    """Log, once per run, the kernel each plugin module type runs on the model's device
+    (modules with ``kernel_in_use()``, e.g. the grid/gaunt conv with ``kernel=auto``)."""
+    found = sorted({(type(m).__name__, str(m.kernel_in_use())) for m in model.modules() if callable(getattr(m, "kernel_in_use", None))})
+    if found:
+        device = next((p.device for p in model.parameters()), "cpu")
+        logging.info("TP backend kernels on " + f"{device}: " + ", ".join(f"{name} runs {kernel!r}" for name, kernel in found))
+
+
 def _train_one_epoch_with(backend: Any, stock: Callable) -> Callable:
     import inspect
 
     signature = inspect.signature(stock)
 
+    logged: list[bool] = []
+
     def train_one_epoch(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
         model = bound.arguments["model"]
+        if not logged:  # the model is on its device now: say which kernels run there
+            logged.append(True)
+            _log_kernels(model)
         backend.on_epoch_start(model, int(bound.arguments["epoch"]), len(bound.arguments["data_loader"]))
         return stock(*args, **kwargs)
 
