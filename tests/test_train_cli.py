@@ -108,7 +108,7 @@ def loaded(trained: Path, tiny_xyz: Path) -> dict:
 def test_training_writes_the_backend_everywhere(trained: Path, loaded: dict) -> None:
     import torch
 
-    options = {"sites": "both", "conv_weights": "l1l2", "fused": True, "kernel": "auto"}
+    options = {"sites": "both", "conv_weights": "l1l2", "fused": True, "kernel": "auto", "product_basis": "power"}
     log = (trained / "logs" / "tiny_run-1.log").read_text()
     assert f"TP backend: '{BACKEND}'" in log and "conv_weights=l1l2" in log
     assert "TP backend kernels on cpu: SphereConv runs 'torch'" in log  # kernel=auto, resolved on the run's device
@@ -208,6 +208,26 @@ def test_restart_resumes_with_the_checkpoint_backend(trained: Path, tiny_xyz: Pa
     assert "Loading checkpoint" in log and f"TP backend: '{BACKEND}'" in log and "conv_weights=l1l2" in log
     checkpoint = mgp.read_checkpoint(workdir / "checkpoints" / "tiny_run-1_epoch-1.pt")
     assert checkpoint["tp_backend"]["options"]["conv_weights"] == "l1l2"
+
+
+def test_restart_of_a_checkpoint_written_before_an_option_existed(trained: Path, tiny_xyz: Path, tmp_path: Path) -> None:
+    """A record without a newer option means its default: resuming works with and without --tp-backend."""
+    import torch
+
+    import mace_gaunt_plugin as mgp
+
+    workdir = tmp_path / "old"
+    (workdir / "checkpoints").mkdir(parents=True)
+    old = mgp.read_checkpoint(trained / "checkpoints" / "tiny_run-1_epoch-0.pt")
+    del old["mace_gaunt_plugin_guard"]  # as written before the guard existed
+    for key in ("kernel", "product_basis"):
+        del old["tp_backend"]["options"][key]
+    torch.save(old, workdir / "checkpoints" / "tiny_run-1_epoch-0.pt")
+    _ok(_run([MACE_RUN_TRAIN, *_train_args(workdir, tiny_xyz, "--restart_latest", "--tp-backend", BACKEND,
+                                          "--tp-option", "conv_weights=l1l2", epochs=2)]))  # fmt: skip
+    log = (workdir / "logs" / "tiny_run-1.log").read_text()
+    assert "Loading checkpoint" in log and "kernel=auto" in log and "product_basis=power" in log
+    assert mgp.read_checkpoint(workdir / "checkpoints" / "tiny_run-1_epoch-1.pt")["tp_backend"]["options"]["product_basis"] == "power"
 
 
 def _digests(root: Path) -> dict[str, str]:

@@ -94,6 +94,16 @@ class BackendChoice:
 
         return {"name": self.name, "options": dict(self.options), "plugin_version": __version__}
 
+    def with_defaults(self) -> "BackendChoice":
+        """The options with today's defaults filled in: a record written before an option
+        existed means that option's default (new options default to the former behaviour).
+        Unchanged if the backend is not installed (that is reported elsewhere)."""
+        from .. import registry
+
+        if self.name == STOCK or self.name not in registry.available_backends():
+            return self
+        return BackendChoice(self.name, registry.get_backend(self.name).resolve_options(self.options))
+
     def describe(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items())) or "no options"
         return f"{self.name!r} ({opts})"
@@ -327,6 +337,8 @@ def preflight(args: argparse.Namespace) -> Optional[BackendChoice]:
     given = _parse_options(args.tp_option)
     checked = _checked_copy(args)
     resumed = _restart_choice(args, checked)
+    if resumed is not None:
+        resumed = resumed.with_defaults()
 
     if args.tp_backend is not None:
         name = args.tp_backend
@@ -429,7 +441,8 @@ def _checkpoint_handler_with(choice: BackendChoice) -> type:
 
     def check(checkpoint: Mapping[str, Any]) -> None:
         held = checkpoint.get(CHECKPOINT_KEY) or {"name": STOCK, "options": {}}
-        if (held["name"], dict(held.get("options", {}))) != (record["name"], record["options"]):
+        held_choice = BackendChoice(str(held["name"]), dict(held.get("options", {}))).with_defaults()
+        if (held_choice.name, dict(held_choice.options)) != (record["name"], record["options"]):
             raise BackendMismatchError(
                 f"checkpoint holds TP backend {held['name']!r} {held.get('options', {})}, "
                 f"the model was built with {record['name']!r} {record['options']}"
