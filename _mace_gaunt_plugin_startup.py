@@ -11,6 +11,15 @@ import run and then calls ``mace_gaunt_plugin.mace._train.install(module)``, whi
 replaces the module's ``main`` (what the ``mace_run_train`` console script calls) by one
 that understands ``--tp-backend`` and ``--tp-option``. Nothing else in MACE is touched.
 
+``python -m mace.cli.run_train`` does not import the module: runpy asks the loader for
+its code and runs that as ``__main__``. While the interpreter is locating a ``-m``
+module, ``sys.argv[0]`` is ``"-m"`` (documented for ``-m``); only then does the loader
+hand out, instead of run_train's code, two lines that import ``mace.cli.run_train`` (so
+through the finder above) and call its ``main``: the same command as ``mace_run_train``.
+``python .../mace/cli/run_train.py`` (by path) runs the file before any hook can act;
+it is stock MACE, and a plugin checkpoint stops it with a message (see
+``mace_gaunt_plugin/mace/_checkpoint.py``).
+
 Switch it off with the environment variable ``MACE_GAUNT_PLUGIN_DISABLE=1``
 (``mace_run_train`` is then exactly stock; ``python -m mace_gaunt_plugin.train`` still
 works, it needs no start-up hook).
@@ -38,6 +47,12 @@ class _PatchingLoader:
 
     def __getattr__(self, name: str) -> object:  # get_code, get_source, is_package, ...
         return getattr(self._loader, name)
+
+    def get_code(self, fullname: str) -> object:
+        if sys.argv[:1] == ["-m"]:  # runpy is locating ``python -m mace.cli.run_train``
+            source = f"import {TARGET} as _run_train\n_run_train.main()\n"
+            return compile(source, self._loader.get_filename(fullname), "exec")  # type: ignore[attr-defined]
+        return self._loader.get_code(fullname)  # type: ignore[attr-defined]
 
     def create_module(self, spec: object) -> object:
         return self._loader.create_module(spec)  # type: ignore[attr-defined]

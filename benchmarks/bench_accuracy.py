@@ -1,16 +1,24 @@
 """3BPA accuracy study: what each TP backend costs in accuracy for what it buys in speed.
 
-Trains one small MACE model per backend with the plugin's training command
+Trains one MACE model per variant (``--backends``: ``name[:key=value;key=value]``, e.g.
+``grid:product_basis=factors``) and seed (``--seeds``) with the plugin's training command
 (``python -m mace_gaunt_plugin.train ... --tp-backend NAME``, i.e. ``mace_run_train``),
-all with the same architecture, data, seed and hyper-parameters, under two budgets:
+all with the same architecture, data and hyper-parameters (MACE's ReduceLROnPlateau
+scheduler, EMA), under three budgets:
 
-* **equal epochs**: every backend trains ``--epochs`` epochs;
-* **equal wall-clock time**: every backend gets the training time the reference backend
-  (``--time-reference``, default e3nn) needed for those epochs, i.e.
-  ``round(budget / its own seconds per epoch)`` epochs (a run is reused when that equals
-  ``--epochs``). Seconds per epoch are the mean over epochs of the summed training-step
-  times MACE logs (``results/*_train.txt``), so start-up, validation and model compilation
-  are excluded.
+* **equal epochs**: every variant trains ``--epochs`` epochs;
+* **equal wall-clock time**: every variant gets the training time the reference variant
+  (``--time-reference``, default e3nn) needed for those epochs (mean over seeds), i.e.
+  ``round(budget / its own mean seconds per epoch)`` epochs (the equal-epoch runs are
+  reused when that equals ``--epochs``). Seconds per epoch are the mean over epochs of the
+  summed training-step times MACE logs (``results/*_train.txt``), so start-up,
+  validation and model compilation are excluded;
+* **equal parameters** (``--equal-params VARIANT``, repeatable): that variant with the
+  channel count whose parameter count is closest to the reference's, at equal epochs.
+
+Tables give the mean and the sample standard deviation over seeds. ``--jobs 2`` runs two
+trainings at once (one thread each: one per core on a 2-core machine; timings stay
+comparable as long as nothing else runs).
 
 Data: train on ``train_300K.xyz`` (MACE keeps 10% for validation), test on
 ``train_mixedT.xyz`` split by temperature. The xyz comment lines carry no temperature;
@@ -26,8 +34,11 @@ for large models trained to convergence, ours are small-budget numbers.
 
 Usage::
 
-    python benchmarks/bench_accuracy.py                 # the CPU study (about 20-25 min, 1 thread per run)
+    python benchmarks/bench_accuracy.py                 # the small CPU study (about 20-25 min, 1 thread per run)
     python benchmarks/bench_accuracy.py --preset tiny   # a smoke test of the whole pipeline
+    python benchmarks/bench_accuracy.py --preset study --seeds 1,2,3 --jobs 2 \
+        --backends e3nn,grid,grid:product_basis=factors,sparse:sparsity=0.5 --equal-params grid
+        # the issue-13 study (32 channels, max_ell 3; many CPU hours: see benchmarks/README.md)
     python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_cpu.json
 """
 
@@ -36,13 +47,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,6 +73,9 @@ PUBLISHED = {
 PRESETS: dict[str, dict[str, Any]] = {
     # The committed CPU study: ~20-25 minutes on 2 cores for e3nn, grid, gaunt, sparse.
     "cpu": dict(epochs=8, n_train=300, channels=16, max_L=1, max_ell=2, correlation=3, r_max=4.5, batch_size=5),
+    # Issue 13's study: errors that mean something (32 channels, max_ell 3, correlation 3, all 500
+    # configurations, enough epochs for the validation loss to flatten; L=2 with --max-L 2).
+    "study": dict(epochs=60, n_train=None, channels=32, max_L=1, max_ell=3, correlation=3, r_max=5.0, batch_size=5),
     # The whole pipeline in about a minute per backend: checks the plumbing, not the models.
     "tiny": dict(epochs=3, n_train=20, channels=4, max_L=1, max_ell=1, correlation=2, r_max=3.0, batch_size=5),
 }
@@ -211,17 +226,35 @@ def run_training(cmd: list[str], name: str, work: Path, threads: int) -> tuple[d
     return read_train_log(logs[0]), wall
 
 
-def run_one(backend: str, options: dict[str, str], epochs: int, cfg: dict[str, Any], work: Path, e0s: dict[int, float], threads: int) -> dict[str, Any]:
+class Variant(NamedTuple):
+    """One model of the study: a backend with options, at ``channels`` (``None``: the preset's)."""
+
+    label: str
+    backend: str
+    options: tuple[tuple[str, str], ...] = ()
+    channels: Optional[int] = None
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9]+", "_", self.label).strip("_")
+
+
+def run_one(variant: Variant, seed: int, epochs: int, cfg: dict[str, Any], work: Path, e0s: dict[int, float], threads: int) -> dict[str, Any]:
     """Train, read the log, evaluate; one result row (without its budget label)."""
-    name = f"{backend}_e{epochs}"
+    cfg = dict(cfg, seed=seed, channels=variant.channels or cfg["channels"])
+    options = {**default_options(variant.backend, epochs), **dict(variant.options)}
+    name = f"{variant.slug}_s{seed}_e{epochs}"
     run_dir = work / name
-    cmd = train_command(backend, options, epochs, cfg, run_dir, work / "train.xyz", e0s)
-    print(f"[accuracy] {backend}: training {epochs} epochs ...", flush=True)
+    cmd = train_command(variant.backend, options, epochs, cfg, run_dir, work / "train.xyz", e0s)
+    print(f"[accuracy] {variant.label} seed {seed}: training {epochs} epochs ...", flush=True)
     curve, wall = run_training(cmd, name, work, threads)
     errors, n_params = evaluate(run_dir / f"{name}.model", work, threads)
     row = {
-        "backend": backend,
+        "label": variant.label,
+        "backend": variant.backend,
         "options": options,
+        "channels": cfg["channels"],
+        "seed": seed,
         "epochs": epochs,
         "params": n_params,
         "s_per_epoch": sum(curve["epoch_seconds"]) / len(curve["epoch_seconds"]),
@@ -232,12 +265,66 @@ def run_one(backend: str, options: dict[str, str], epochs: int, cfg: dict[str, A
         **errors,
     }
     print(
-        f"[accuracy] {backend}: {epochs} ep, {row['s_per_epoch']:.1f} s/epoch, {n_params} params, "
+        f"[accuracy] {variant.label} seed {seed}: {epochs} ep, {row['s_per_epoch']:.1f} s/epoch, {n_params} params, "
         + " ".join(f"{t}: E {row['E'][t]:.1f} F {row['F'][t]:.1f}" for t in TEMPERATURES)
         + f" (run {wall:.0f} s)",
         flush=True,
     )
     return row
+
+
+def run_many(tasks: list[tuple[Variant, int, int]], jobs: int, run: Callable[[Variant, int, int], dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """``run(variant, seed, epochs)`` for every task, ``jobs`` at a time; rows in task order
+    and the failures (``"label seed S, E epochs" -> first line of the error``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(task: tuple[Variant, int, int]) -> Any:
+        try:
+            return run(*task)
+        except RuntimeError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(attempt, tasks))
+    rows, failed = [], {}
+    for (variant, seed, epochs), outcome in zip(tasks, outcomes):
+        if isinstance(outcome, Exception):
+            failed[f"{variant.label} seed {seed}, {epochs} epochs"] = str(outcome).splitlines()[0]
+        else:
+            rows.append(outcome)
+    return rows, failed
+
+
+def mace_kwargs(cfg: dict[str, Any], channels: int) -> dict[str, Any]:
+    """The ScaleShiftMACE arguments ``mace_run_train`` builds from :func:`train_command`'s
+    line (MACE 0.3.16 defaults for everything not given), for counting parameters."""
+    from e3nn import o3
+    from mace import modules
+    import numpy as np
+    import torch
+
+    hidden = " + ".join(f"{channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(cfg["max_L"] + 1))
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    return dict(
+        r_max=cfg["r_max"], num_bessel=8, num_polynomial_cutoff=5, max_ell=cfg["max_ell"], interaction_cls=block,
+        interaction_cls_first=block, num_interactions=2, num_elements=4, hidden_irreps=o3.Irreps(hidden),
+        MLP_irreps=o3.Irreps("16x0e"), gate=torch.nn.functional.silu, atomic_energies=np.zeros(4), avg_num_neighbors=10.0,
+        atomic_numbers=[1, 6, 7, 8], correlation=cfg["correlation"], radial_MLP=[64, 64, 64], atomic_inter_scale=1.0,
+        atomic_inter_shift=0.0,
+    )  # fmt: skip
+
+
+def matched_channels(variant: Variant, reference: Variant, cfg: dict[str, Any]) -> int:
+    """The channel count (a multiple of 4, up to 4x the preset's) at which ``variant`` has
+    the parameter count closest to ``reference`` at the preset's channels."""
+    from mace_gaunt_plugin.params import count_parameters
+
+    def total(v: Variant, channels: int) -> int:
+        return count_parameters(v.backend, dict(v.options), **mace_kwargs(cfg, channels))["total"]
+
+    target = total(reference, cfg["channels"])
+    candidates = range(4, 4 * cfg["channels"] + 1, 4)
+    return min(candidates, key=lambda c: (abs(total(variant, c) - target), c))
 
 
 def default_options(backend: str, epochs: int) -> dict[str, str]:
@@ -256,6 +343,43 @@ def _fmt(value: Optional[float], digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """A row's variant label (rows of results before variants existed: backend and options)."""
+    if "label" in row:
+        return str(row["label"])
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(row["options"].items()))
+    return row["backend"] + (f" ({opts})" if opts else "")
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows grouped by (variant, budget) in first-seen order: per-seed values in lists."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row_label(row), row["budget"])
+        g = groups.setdefault(key, {"label": key[0], "budget": key[1], "rows": []})
+        g["rows"].append(row)
+    for g in groups.values():
+        rs = g["rows"]
+        g["epochs"] = sorted({int(r["epochs"]) for r in rs})
+        g["params"] = sorted({int(r["params"]) for r in rs})
+        g["s_per_epoch"] = statistics.mean(float(r["s_per_epoch"]) for r in rs)
+        g["train_seconds"] = [float(r.get("train_seconds", r["s_per_epoch"] * r["epochs"])) for r in rs]
+        g["E"] = {t: [float(r["E"][t]) for r in rs] for t in TEMPERATURES}
+        g["F"] = {t: [float(r["F"][t]) for r in rs] for t in TEMPERATURES}
+    return list(groups.values())
+
+
+def _stat(values: Sequence[float]) -> str:
+    """One value as is; several as mean ± sample standard deviation."""
+    if len(values) == 1:
+        return _fmt(values[0])
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def _ints(values: Sequence[int]) -> str:
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
 def summary_markdown(result: dict[str, Any]) -> str:
     """The README's summary: the result table with a one-line setting."""
     cfg = result["config"]
@@ -272,14 +396,22 @@ def render_markdown(result: dict[str, Any]) -> str:
     from _common import stamp_line
 
     cfg, split, stamp = result["config"], result["split"], result["stamp"]
+    seeds = result.get("seeds", [cfg["seed"]])
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sample SD over seeds)"
     head = "| model | budget | epochs | params | s/epoch | " + " | ".join(f"E {t}" for t in TEMPERATURES) + " | " + " | ".join(f"F {t}" for t in TEMPERATURES) + " |"
+    title = result.get("title", "3BPA accuracy per TP backend (small budget)")
+    caveat = result.get(
+        "caveat",
+        "**Small-budget numbers, far from converged**: they compare backends under one budget; they are not the "
+        "models' attainable accuracy.",
+    )
     lines = [
-        "# 3BPA accuracy per TP backend (small budget)",
+        f"# {title}",
         "",
         f"Stamp: {stamp_line(stamp)}; {result['threads']} threads per training run.",
         "",
         f"Model: ScaleShiftMACE, {cfg['channels']} channels, hidden L={cfg['max_L']}, max_ell={cfg['max_ell']}, correlation "
-        f"{cfg['correlation']}, 2 interactions, r_max {cfg['r_max']} A, float64, batch {cfg['batch_size']}, seed {cfg['seed']}. "
+        f"{cfg['correlation']}, 2 interactions, r_max {cfg['r_max']} A, float64, batch {cfg['batch_size']}, {seed_text}. "
         f"Train: {split['train']}. Test: {split['test']}; "
         + ", ".join(f"{split['n_test'][t]} at {t}" for t in TEMPERATURES)
         + ".",
@@ -287,18 +419,16 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"Budgets: {result['epochs']} epochs each; equal time = {_fmt(result['time_budget_s'])} s of training steps "
         f"(what {result['time_reference']} needed for {result['epochs']} epochs).",
         "",
-        "E: total-energy RMSE (meV), F: force RMSE (meV/A). **Small-budget numbers, far from converged**: they "
-        "compare backends under one budget; they are not the models' attainable accuracy. The published rows are "
-        "large models trained to convergence, for context only.",
+        f"E: total-energy RMSE (meV), F: force RMSE (meV/A). {caveat} The published rows are large models trained to "
+        "convergence, for context only.",
         "",
-        head,
-        "|" + "---|" * (5 + 2 * len(TEMPERATURES)),
     ]
-    for row in result["rows"]:
-        opts = ", ".join(f"{k}={v}" for k, v in sorted(row["options"].items()))
-        label = row["backend"] + (f" ({opts})" if opts else "")
-        cells = [label, row["budget"], str(row["epochs"]), str(row["params"]), _fmt(row["s_per_epoch"])]
-        cells += [_fmt(row["E"][t]) for t in TEMPERATURES] + [_fmt(row["F"][t]) for t in TEMPERATURES]
+    if result.get("command"):
+        lines += [f"Command: `{result['command']}`", ""]
+    lines += [head, "|" + "---|" * (5 + 2 * len(TEMPERATURES))]
+    for g in aggregate(result["rows"]):
+        cells = [g["label"], g["budget"], _ints(g["epochs"]), _ints(g["params"]), _fmt(g["s_per_epoch"])]
+        cells += [_stat(g["E"][t]) for t in TEMPERATURES] + [_stat(g["F"][t]) for t in TEMPERATURES]
         lines.append("| " + " | ".join(cells) + " |")
     for name, pub in PUBLISHED.items():
         cells = [name, "full training", "-", "-", "-"] + [_fmt(pub["E"][t]) for t in TEMPERATURES] + [_fmt(pub["F"][t]) for t in TEMPERATURES]
@@ -309,35 +439,38 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Force RMSE per temperature (both budgets) and validation force RMSE vs training time."""
+    """Test force RMSE per temperature (every budget, mean and SD over seeds) and the Pareto
+    view: 300 K and 600 K test force RMSE against training time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    rows = result["rows"]
-    width = 0.8 / max(1, len(rows))
-    names = list(dict.fromkeys(row["backend"] for row in rows))
-    color = {b: f"C{i}" for i, b in enumerate(names)}
-    for k, row in enumerate(rows):
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.5))
+    groups = aggregate(result["rows"])
+    width = 0.8 / max(1, len(groups))
+    labels = list(dict.fromkeys(g["label"] for g in groups))
+    color = {b: f"C{i % 10}" for i, b in enumerate(labels)}
+    hatch = {"equal epochs": None, "equal time": "//", "equal params": ".."}
+    for k, g in enumerate(groups):
         xs = [i + k * width for i in range(len(TEMPERATURES))]
-        ax0.bar(xs, [row["F"][t] for t in TEMPERATURES], width, color=color[row["backend"]],
-                hatch="//" if row["budget"] == "equal time" else None, label=f"{row['backend']} ({row['budget']})")
+        means = [statistics.mean(g["F"][t]) for t in TEMPERATURES]
+        sds = [statistics.stdev(g["F"][t]) if len(g["F"][t]) > 1 else 0.0 for t in TEMPERATURES]
+        ax0.bar(xs, means, width, yerr=sds, color=color[g["label"]], hatch=hatch.get(g["budget"]), label=f"{g['label']} ({g['budget']})")
     ax0.set_xticks([i + 0.4 - width / 2 for i in range(len(TEMPERATURES))], TEMPERATURES)
     ax0.set_ylabel("test force RMSE (meV/A)")
-    ax0.set_title("3BPA held-out, small budget")
-    ax0.legend(fontsize=7)
-    for row in rows:
-        if row["budget"] != "equal time":
-            continue
-        t = [sum(row["curve"]["epoch_seconds"][: i + 1]) for i in range(len(row["curve"]["epoch_seconds"]))]
-        ax1.plot(t, row["curve"]["valid_rmse_f"], marker="o", color=color[row["backend"]], label=row["backend"])
-    ax1.set_xlabel("training time (s)")
-    ax1.set_ylabel("validation force RMSE (meV/A)")
-    ax1.set_yscale("log")
-    ax1.set_title("learning curves (equal-time runs)")
-    ax1.legend(fontsize=7)
+    ax0.set_title("3BPA held-out test sets")
+    ax0.legend(fontsize=6)
+    for g in groups:
+        t = statistics.mean(g["train_seconds"])
+        for temp, marker in (("300K", "o"), ("600K", "s")):
+            f = g["F"][temp]
+            ax1.errorbar([t], [statistics.mean(f)], yerr=[statistics.stdev(f) if len(f) > 1 else 0.0], marker=marker,
+                         color=color[g["label"]], linestyle="none", capsize=3)  # fmt: skip
+        ax1.annotate(f"{g['label']} ({g['budget']})", (t, statistics.mean(g["F"]["300K"])), fontsize=6)
+    ax1.set_xlabel("training time (s, sum of training steps)")
+    ax1.set_ylabel("test force RMSE (meV/A): o 300 K, s 600 K")
+    ax1.set_title("accuracy against training time (lower left is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -357,15 +490,25 @@ def write_outputs(result: dict[str, Any], stem: Path, with_plot: bool = True) ->
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    from _common import comma_list
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model size and budget")
-    p.add_argument("--backends", default=None, help="comma-separated; default: every registered backend")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated variants name[:key=value;key=value]; default: every registered backend")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epoch budget")
     p.add_argument("--n-train", type=int, default=None, help="override: configurations drawn from train_300K.xyz")
     p.add_argument("--channels", type=int, default=None, help="override the preset's channels")
-    p.add_argument("--time-reference", default="e3nn", help="backend whose time for --epochs sets the equal-time budget")
-    p.add_argument("--tp-option", action="append", default=[], metavar="BACKEND:KEY=VALUE", help="backend option (repeatable)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-L", type=int, default=None, help="override the preset's hidden L")
+    p.add_argument("--time-reference", default="e3nn", help="variant whose time for --epochs sets the equal-time budget")
+    p.add_argument("--equal-params", action="append", default=[], metavar="VARIANT",
+                   help="also train this variant (one of --backends) with the channels that match the reference's "
+                   "parameter count (repeatable)")
+    p.add_argument("--tp-option", action="append", default=[], metavar="BACKEND:KEY=VALUE",
+                   help="backend option for every variant of BACKEND (repeatable)")
+    p.add_argument("--seeds", type=comma_list(int), default=None, help="training seeds (default: --seed)")
+    p.add_argument("--seed", type=int, default=1, help="the training seed, and always the seed of the data split")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once (each with --threads threads)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (OMP_NUM_THREADS) per run; 1 keeps timings stable on a shared machine, where "
                    "2 threads per process oversubscribe the cores and step times scatter by 10x")
@@ -374,6 +517,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/accuracy_<preset>)")
     p.add_argument("--render-only", type=Path, default=None, metavar="JSON", help="regenerate .md/.png from a result JSON")
     return p.parse_args(argv)
+
+
+def variants_of(args: argparse.Namespace, available: Sequence[str]) -> list[Variant]:
+    """The variants of ``--backends`` with ``--tp-option`` merged in, reference first."""
+    from _common import parse_backend_specs
+
+    extra: dict[str, dict[str, str]] = {}
+    for item in args.tp_option:
+        b, sep, kv = item.partition(":")
+        key, sep2, value = kv.partition("=")
+        if not (sep and sep2):
+            raise SystemExit(f"--tp-option expects BACKEND:KEY=VALUE, got {item!r}")
+        extra.setdefault(b, {})[key] = value
+    specs = parse_backend_specs(args.backends or ",".join(available))
+    variants = []
+    for spec in specs:
+        options = {**spec.options, **extra.get(spec.name, {})}
+        label = spec.label if not extra.get(spec.name) else spec.name + ":" + ";".join(f"{k}={v}" for k, v in sorted(options.items()))
+        variants.append(Variant(label, spec.name, tuple(sorted(options.items()))))
+    labels = [v.label for v in variants]
+    if len(set(labels)) != len(labels):
+        raise SystemExit(f"--backends names a variant twice: {labels}")
+    reference = next((v for v in variants if v.label == args.time_reference), variants[0])
+    return [reference] + [v for v in variants if v is not reference]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -388,21 +555,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     import mace_gaunt_plugin as mgp
 
     cfg = dict(PRESETS[args.preset], seed=args.seed)
-    for key in ("epochs", "n_train", "channels"):
-        if getattr(args, key) is not None:
-            cfg[key] = getattr(args, key)
-    backends = args.backends.split(",") if args.backends else mgp.available_backends()
-    for b in backends:
-        mgp.get_backend(b)  # unknown names fail now, with the list of known ones
-    extra: dict[str, dict[str, str]] = {}
-    for item in args.tp_option:
-        b, sep, kv = item.partition(":")
-        key, sep2, value = kv.partition("=")
-        if not (sep and sep2):
-            raise SystemExit(f"--tp-option expects BACKEND:KEY=VALUE, got {item!r}")
-        extra.setdefault(b, {})[key] = value
-    reference = args.time_reference if args.time_reference in backends else backends[0]
-    backends = [reference] + [b for b in backends if b != reference]
+    for key, arg in (("epochs", "epochs"), ("n_train", "n_train"), ("channels", "channels"), ("max_L", "max_L")):
+        if getattr(args, arg) is not None:
+            cfg[key] = getattr(args, arg)
+    seeds = args.seeds or [args.seed]
+    variants = variants_of(args, mgp.available_backends())
+    reference = variants[0]
+    by_label = {v.label: v for v in variants}
+    unknown = [name for name in args.equal_params if name not in by_label]
+    if unknown:
+        raise SystemExit(f"--equal-params {unknown} must be among --backends {list(by_label)}")
+    matched = []
+    for name in args.equal_params:
+        channels = matched_channels(by_label[name], reference, cfg)
+        matched.append(Variant(f"{name} @ {channels} channels", by_label[name].backend, by_label[name].options, channels))
+        print(f"[accuracy] equal parameters: {name} at {channels} channels", flush=True)
 
     work = args.work_dir.resolve()
     split = prepare_data(args.data, work, cfg["n_train"], args.seed)
@@ -410,39 +577,49 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
           f"{split['dropped_as_in_train']})", flush=True)
     epochs = cfg["epochs"]
     t0 = time.perf_counter()
-    runs: dict[str, dict[str, Any]] = {}
-    skipped: dict[str, str] = {}
-    for b in backends:
-        opts = {**default_options(b, epochs), **extra.get(b, {})}
-        try:
-            runs[b] = run_one(b, opts, epochs, cfg, work, split["e0s"], args.threads)
-        except RuntimeError as exc:  # recorded; the other backends still run (the reference must not fail)
-            if b == reference:
-                raise
-            skipped[b] = str(exc).splitlines()[0]
-            print(f"[accuracy] {b}: {skipped[b]}", flush=True)
-    budget = runs[reference]["train_seconds"]
-    rows = [dict(runs[b], budget="equal epochs") for b in backends if b in runs]
-    for b in [b for b in backends if b in runs]:
-        n = max(1, int(round(budget / runs[b]["s_per_epoch"])))
-        if n == epochs:
-            rows.append(dict(runs[b], budget="equal time"))
+
+    def run(variant: Variant, seed: int, n_epochs: int) -> dict[str, Any]:
+        return run_one(variant, seed, n_epochs, cfg, work, split["e0s"], args.threads)
+
+    # a matched variant at the preset's channels is its base variant: its runs are reused
+    to_run = [m for m in matched if m.channels != cfg["channels"]]
+    first, skipped = run_many([(v, seed, epochs) for v in variants + to_run for seed in seeds], args.jobs, run)
+    if any(k.startswith(f"{reference.label} seed") for k in skipped):
+        raise SystemExit(f"the reference variant {reference.label!r} failed: {skipped}")
+    for m in matched:
+        if m not in to_run:
+            base = next(v for v in variants if (v.backend, v.options) == (m.backend, m.options))
+            first += [dict(r, label=m.label) for r in first if r["label"] == base.label]
+    rows = [dict(r, budget="equal params" if r["label"] in {m.label for m in matched} else "equal epochs") for r in first]
+    budget = statistics.mean(r["train_seconds"] for r in first if r["label"] == reference.label)
+    second_tasks = []
+    for v in variants:
+        mine = [r for r in first if r["label"] == v.label]
+        if not mine:
             continue
-        opts = {**default_options(b, epochs), **extra.get(b, {})}
-        try:
-            rows.append(dict(run_one(b, opts, n, cfg, work, split["e0s"], args.threads), budget="equal time"))
-        except RuntimeError as exc:
-            skipped[f"{b} (equal time)"] = str(exc).splitlines()[0]
-            print(f"[accuracy] {b}: {skipped[f'{b} (equal time)']}", flush=True)
+        n = max(1, int(round(budget / statistics.mean(r["s_per_epoch"] for r in mine))))
+        if n == epochs:
+            rows += [dict(r, budget="equal time") for r in mine]
+        else:
+            second_tasks += [(v, r["seed"], n) for r in mine]
+    second, failed = run_many(second_tasks, args.jobs, run)
+    skipped.update(failed)
+    rows += [dict(r, budget="equal time") for r in second]
+    order = {"equal epochs": 0, "equal params": 1, "equal time": 2}
+    labels = [v.label for v in variants + matched]
+    rows.sort(key=lambda r: (order[r["budget"]], labels.index(r["label"]), r["seed"]))
     result = {
         "study": "accuracy",
         "preset": args.preset,
         "config": cfg,
+        "seeds": seeds,
         "split": {k: v for k, v in split.items() if k != "e0s"},
         "epochs": epochs,
-        "time_reference": reference,
+        "time_reference": reference.label,
         "time_budget_s": budget,
         "threads": args.threads,
+        "jobs": args.jobs,
+        "command": "python benchmarks/bench_accuracy.py " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         "rows": rows,
         "skipped": skipped,
         "published": PUBLISHED,

@@ -81,6 +81,9 @@ def child(what: str, spec_text: str, L: int, channels: int, cells: int, dtype: s
     torch.manual_seed(0)
     model = build(spec.name, spec.options, model_config(dict(L=L, channels=channels), n_edges / n_atoms), "cpu")
     _, train = step_functions(model, batch)
+    if what.startswith("product_"):
+        train = _product_sites_step(model, train)
+        what = what[len("product_"):]
     info = {"atoms": n_atoms, "edges": n_edges, "params": int(sum(p.numel() for p in model.parameters())),
             "repr": sorted({m.extra_repr() for m in model.modules() if type(m).__name__ == "SphereConv"})}  # fmt: skip
     if what == "time":
@@ -96,6 +99,34 @@ def child(what: str, spec_text: str, L: int, channels: int, cells: int, dtype: s
     train()
     peak_kb = _status_kb("VmHWM")
     return dict(info, baseline_mb=baseline_kb / 1024, step_peak_mb=(peak_kb - baseline_kb) / 1024)
+
+
+def _product_sites_step(model: Any, train: Any) -> Any:
+    """A step of the product sites alone, as force training runs them: for each layer's
+    product module (``products[i].symmetric_contractions``, any backend), its inputs as one
+    training step feeds them (captured with forward hooks), then forward, the derivative
+    with respect to the features (kept differentiable, as for forces) and a backward through
+    that, into the parameters."""
+    import torch
+
+    sites = [block.symmetric_contractions for block in model.products]
+    captured: list[tuple[Any, ...]] = []
+    hooks = [site.register_forward_hook(lambda _m, inputs, _o: captured.append(tuple(t.detach() for t in inputs))) for site in sites]
+    try:
+        train()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    pairs = list(zip(sites, captured))
+
+    def step() -> None:
+        for site, (feats, *rest) in pairs:
+            feats = feats.clone().requires_grad_(True)
+            out = site(feats, *rest)
+            (grad,) = torch.autograd.grad(out.pow(2).sum(), feats, create_graph=True)
+            grad.pow(2).sum().backward()
+
+    return step
 
 
 def _run_child(what: str, spec: str, L: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -125,6 +156,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res = _run_child("memory", label, L, args)
             if "error" not in res:
                 res.update(_run_child("time", label, L, args))
+            if "error" not in res and args.product_sites:
+                alone = {**_run_child("product_memory", label, L, args), **_run_child("product_time", label, L, args)}
+                res.update({"product_peak_mb": alone.get("step_peak_mb"), "product_ms": alone.get("train_ms")})
             rows.append(dict(L=L, backend=label, **res))
             shown = f"error: {res['error']}" if "error" in res else f"peak {res['step_peak_mb']:.0f} MB, {res['train_ms']:.0f} ms"
             print(f"[memory {time.perf_counter() - t0:5.0f}s] L={L} {label}: {shown}", flush=True)
@@ -181,6 +215,21 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{_cell(_ratio(r['step_peak_mb'], ref.get('step_peak_mb')), '.2f')} | {r['train_ms']:.0f} | "
             f"{_cell(_ratio(r['train_ms'], ref.get('train_ms')), '.2f')} |"
         )
+    products = [r for r in result["rows"] if r.get("product_peak_mb") is not None]
+    if products:
+        lines += [
+            "",
+            "Product sites alone (both layers; each layer's inputs from a training step; forward, derivative with "
+            "respect to the features kept differentiable, backward: as force training runs them), same method:",
+            "",
+            "| L | backend | product peak MB | / step peak | product ms | / step ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in products:
+            lines.append(
+                f"| {r['L']} | {r['backend']} | {r['product_peak_mb']:.0f} | {r['product_peak_mb'] / r['step_peak_mb']:.2f} | "
+                f"{r['product_ms']:.0f} | {r['product_ms'] / r['train_ms']:.2f} |"
+            )
     lines += ["", "Goals (issue 12): new grid peak <= e3nn's and <= 1/3 of the reference grid's; time within 10% of it.", ""]
     for L in sorted({r["L"] for r in result["rows"]}):
         new, e3, ref = by.get((L, NEW), {}), by.get((L, E3NN), {}), by.get((L, REFERENCE), {})
@@ -212,6 +261,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per child process")
     p.add_argument("--out", type=Path, default=RESULTS / "memory_cpu", help="output stem (.json, .md)")
     p.add_argument("--render-only", type=Path, default=None, metavar="JSON", help="regenerate the .md from a result JSON")
+    p.add_argument("--no-product-sites", dest="product_sites", action="store_false",
+                   help="skip the measurement of the product sites alone")
     p.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

@@ -48,6 +48,19 @@ OFFLINE=0
 
 die() { echo "build_lammps.sh: error: $*" >&2; exit 1; }
 log() { echo "build_lammps.sh: $*" >&2; }
+# Every minute, the build's progress from its log: ninja's "[n/N]" or make's "[ p%]".
+report_progress() {
+    local logfile=$1 minutes=0 step pause=
+    trap 'kill "$pause" 2>/dev/null; exit 0' TERM  # also ends the pending sleep, which holds stderr
+    while :; do
+        sleep "${PROGRESS_EVERY:-60}" &
+        pause=$!
+        wait "$pause"
+        minutes=$((minutes + 1))
+        step=$(grep -oE '^\[ *[0-9]+(/[0-9]+|%)\]' "$logfile" 2>/dev/null | tail -1 | tr -d '[] ')
+        log "  ... building, ${minutes} min: step ${step:-?}"
+    done
+}
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -286,9 +299,15 @@ if [[ ! -f "$WORK/.complete" ]]; then
     cmake -S "$WORK/lammps/cmake" -B "$BUILD" -G "$GENERATOR" "${CMAKE_OPTS[@]}" "${cxx_opts[@]}" \
         -D "Python_EXECUTABLE=$PY" >"$WORK/configure.log" 2>&1 \
         || { tail -40 "$WORK/configure.log" >&2; die "cmake configure failed (log: $WORK/configure.log)"; }
-    log "building LAMMPS with $JOBS jobs (a few minutes; log: $WORK/build.log)"
+    log "building LAMMPS with $JOBS jobs (about 13 minutes on 2 cores; progress every minute; log: $WORK/build.log)"
     start=$SECONDS
-    cmake --build "$BUILD" -j "$JOBS" >"$WORK/build.log" 2>&1 \
+    report_progress "$WORK/build.log" &
+    reporter=$!
+    build_ok=1
+    cmake --build "$BUILD" -j "$JOBS" >"$WORK/build.log" 2>&1 || build_ok=0
+    kill "$reporter" 2>/dev/null || true
+    wait "$reporter" 2>/dev/null || true
+    [[ $build_ok == 1 ]] \
         || { tail -40 "$WORK/build.log" >&2; die "LAMMPS build failed (log: $WORK/build.log; rerun continues it)"; }
     log "LAMMPS built in $((SECONDS - start)) s"
     touch "$WORK/.complete"

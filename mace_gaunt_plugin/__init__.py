@@ -23,6 +23,7 @@ _LAZY = {
     "backend_of": ".mace",
     "backend_options_of": ".mace",
     "switch_backend": ".mace",
+    "read_checkpoint": ".mace",
     "kept_paths": ".backends.sparse_backend",
     "save_model": ".mace._safe_file",
     "load_model": ".mace._safe_file",
@@ -34,6 +35,7 @@ _LAZY = {
     "UnknownBackendError": ".errors",
     "UnsupportedIrrepsError": ".errors",
     "BackendNotInstalledError": ".errors",
+    "IncompatibleMaceError": ".errors",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

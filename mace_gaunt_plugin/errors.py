@@ -41,3 +41,16 @@ class BackendMismatchError(BackendError, ValueError):
 
 class BackendNotInstalledError(BackendError, ImportError):
     """A saved model needs a TP backend whose package is not installed (the message names it)."""
+
+
+class IncompatibleMaceError(BackendError, ImportError):
+    """The installed MACE differs from what the plugin's seam to MACE relies on (the message lists how)."""
+
+    def __init__(self, installed: str, tested: str, problems: list[str]) -> None:
+        self.installed = installed
+        self.problems = problems
+        listed = "; ".join(problems)
+        super().__init__(
+            f"mace-gaunt-plugin cannot hook into the installed mace-torch {installed} (it was written for {tested}): "
+            f"{listed}. Install mace-torch=={tested}, or set MACE_GAUNT_PLUGIN_DISABLE=1 to run stock MACE."
+        )

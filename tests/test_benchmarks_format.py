@@ -81,6 +81,27 @@ def test_accuracy_table_has_budgets_and_published_rows() -> None:
     assert "| MACE-Gaunt (published) | full training | - | - | - | 2.9 | 10.6 | 30.4 | 9.2 | 22.2 | 63.1 |" in text
 
 
+def test_accuracy_table_gives_mean_and_spread_over_seeds() -> None:
+    module = _load("accuracy")
+    def row(seed: int, f: float, label: str = "grid:product_basis=factors", budget: str = "equal epochs") -> dict:
+        return {"label": label, "backend": "grid", "options": {"product_basis": "factors"}, "seed": seed, "epochs": 4,
+                "params": 7, "s_per_epoch": 2.0, "train_seconds": 8.0, "budget": budget,
+                "E": {t: 10.0 * seed for t in module.TEMPERATURES}, "F": {t: f for t in module.TEMPERATURES}}  # fmt: skip
+    rows = [row(1, 1.0), row(2, 2.0), row(3, 6.0), row(1, 5.0, "grid @ 8 channels", "equal params")]
+    groups = module.aggregate(rows)
+    assert [(g["label"], g["budget"], len(g["rows"])) for g in groups] == [
+        ("grid:product_basis=factors", "equal epochs", 3), ("grid @ 8 channels", "equal params", 1)]
+    result = {"config": {"channels": 4, "max_L": 1, "max_ell": 1, "correlation": 2, "r_max": 3.0, "batch_size": 5, "seed": 1},
+              "seeds": [1, 2, 3], "split": {"train": "t", "test": "s", "n_test": {t: 1 for t in module.TEMPERATURES}},
+              "stamp": STAMP, "threads": 1, "epochs": 4, "time_budget_s": 8.0, "time_reference": "e3nn", "rows": rows,
+              "command": "python benchmarks/bench_accuracy.py --seeds 1,2,3"}  # fmt: skip
+    text = module.render_markdown(result)
+    # mean 3.0, sample SD sqrt(((1-3)^2 + (2-3)^2 + (6-3)^2) / 2) = sqrt(7)
+    assert "| grid:product_basis=factors | equal epochs | 4 | 7 | 2.0 | 20.0 ± 10.0 | 20.0 ± 10.0 | 20.0 ± 10.0 | 3.0 ± 2.6 |" in text
+    assert "| grid @ 8 channels | equal params | 4 | 7 | 2.0 | 10.0 | 10.0 | 10.0 | 5.0 | 5.0 | 5.0 |" in text
+    assert "seeds 1, 2, 3 (mean ± sample SD over seeds)" in text and "Command: `python benchmarks/bench_accuracy.py --seeds 1,2,3`" in text
+
+
 def test_temperature_blocks_refuse_unordered_energies() -> None:
     module = _load("accuracy")
     blocks = module.temperature_blocks([0.0] * 3 + [1.0] * 3 + [2.0] * 2)

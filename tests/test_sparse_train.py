@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mace_gaunt_plugin as mgp
 from mace_gaunt_plugin.backends import sparse_backend as sb
 from mace_gaunt_plugin.backends._sparse_cg import CompactCGConv, SparseCGConv
 from mace_gaunt_plugin.testing import atoms_to_batch, default_dtype, model_energy_forces
@@ -119,7 +120,7 @@ def test_mace_run_train_crosses_all_phases_and_saves_compact(tmp_path, data_3bpa
     # 2's last checkpoint (phase 3, training form; loaded as MACE does, strict=False).
     checkpoints = sorted((workdir / "checkpoints").glob("sp_run-1_epoch-*.pt"), key=lambda p: int(p.stem.split("-")[-1]))
     assert checkpoints[-1].stem.endswith("epoch-3")
-    state = torch.load(checkpoints[-1], weights_only=False)["model"]
+    state = mgp.read_checkpoint(checkpoints[-1])["model"]
     missing, unexpected = dense.load_state_dict(state, strict=False)
     assert not missing and not unexpected
     assert sb.kept_paths(dense) == kept

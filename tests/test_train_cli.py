@@ -80,7 +80,7 @@ torch.set_default_dtype(torch.float64)
 workdir, xyz = sys.argv[1], sys.argv[2]
 pickled = torch.load(f"{workdir}/tiny.model", weights_only=False)
 compiled = torch.jit.load(f"{workdir}/tiny_compiled.model")
-checkpoint = torch.load(f"{workdir}/checkpoints/tiny_run-1_epoch-0.pt", weights_only=False)
+checkpoint = mgp.read_checkpoint(f"{workdir}/checkpoints/tiny_run-1_epoch-0.pt")
 config = extract_config(pickled)
 rebuilt = model_from_config(config)
 rebuilt.load_state_dict(checkpoint["model"], strict=True)
@@ -108,9 +108,10 @@ def loaded(trained: Path, tiny_xyz: Path) -> dict:
 def test_training_writes_the_backend_everywhere(trained: Path, loaded: dict) -> None:
     import torch
 
-    options = {"sites": "both", "conv_weights": "l1l2", "fused": True, "kernel": "auto"}
+    options = {"sites": "both", "conv_weights": "l1l2", "fused": True, "kernel": "auto", "product_basis": "power"}
     log = (trained / "logs" / "tiny_run-1.log").read_text()
     assert f"TP backend: '{BACKEND}'" in log and "conv_weights=l1l2" in log
+    assert "TP backend kernels on cpu: SphereConv runs 'torch'" in log  # kernel=auto, resolved on the run's device
     assert loaded["backends"] == [BACKEND] * 3
     assert loaded["options"] == [options] * 3
     assert loaded["checkpoint"]["name"] == BACKEND and loaded["checkpoint"]["options"] == options
@@ -191,7 +192,7 @@ def test_ase_calculator_in_a_fresh_process(trained: Path, tiny_xyz: Path, loaded
 def test_restart_resumes_with_the_checkpoint_backend(trained: Path, tiny_xyz: Path, tmp_path: Path) -> None:
     import shutil
 
-    import torch
+    import mace_gaunt_plugin as mgp
 
     workdir = tmp_path / "restart"
     (workdir / "checkpoints").mkdir(parents=True)
@@ -205,8 +206,88 @@ def test_restart_resumes_with_the_checkpoint_backend(trained: Path, tiny_xyz: Pa
     _ok(_run([MACE_RUN_TRAIN, *_train_args(workdir, tiny_xyz, "--restart_latest", epochs=2)]))
     log = (workdir / "logs" / "tiny_run-1.log").read_text()
     assert "Loading checkpoint" in log and f"TP backend: '{BACKEND}'" in log and "conv_weights=l1l2" in log
-    checkpoint = torch.load(workdir / "checkpoints" / "tiny_run-1_epoch-1.pt", weights_only=False)
+    checkpoint = mgp.read_checkpoint(workdir / "checkpoints" / "tiny_run-1_epoch-1.pt")
     assert checkpoint["tp_backend"]["options"]["conv_weights"] == "l1l2"
+
+
+def test_restart_of_a_checkpoint_written_before_an_option_existed(trained: Path, tiny_xyz: Path, tmp_path: Path) -> None:
+    """A record without a newer option means its default: resuming works with and without --tp-backend."""
+    import torch
+
+    import mace_gaunt_plugin as mgp
+
+    workdir = tmp_path / "old"
+    (workdir / "checkpoints").mkdir(parents=True)
+    old = mgp.read_checkpoint(trained / "checkpoints" / "tiny_run-1_epoch-0.pt")
+    del old["mace_gaunt_plugin_guard"]  # as written before the guard existed
+    for key in ("kernel", "product_basis"):
+        del old["tp_backend"]["options"][key]
+    torch.save(old, workdir / "checkpoints" / "tiny_run-1_epoch-0.pt")
+    _ok(_run([MACE_RUN_TRAIN, *_train_args(workdir, tiny_xyz, "--restart_latest", "--tp-backend", BACKEND,
+                                          "--tp-option", "conv_weights=l1l2", epochs=2)]))  # fmt: skip
+    log = (workdir / "logs" / "tiny_run-1.log").read_text()
+    assert "Loading checkpoint" in log and "kernel=auto" in log and "product_basis=power" in log
+    assert mgp.read_checkpoint(workdir / "checkpoints" / "tiny_run-1_epoch-1.pt")["tp_backend"]["options"]["product_basis"] == "power"
+
+
+def _digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _stock_run_train_by_path() -> str:
+    import importlib.util
+
+    return importlib.util.find_spec("mace.cli.run_train").origin
+
+
+@pytest.mark.parametrize("how", ["plugin disabled", "run_train.py by path", "plugin not importable"])
+def test_stock_mace_stops_on_a_plugin_checkpoint_and_writes_nothing(how: str, trained: Path, tiny_xyz: Path, tmp_path: Path) -> None:
+    """Stock MACE skips a checkpoint it cannot load inside ``except Exception`` and trains a
+    new model over the run; the guard in a plugin checkpoint stops it first, with a message."""
+    import shutil
+
+    workdir = tmp_path / "stock"
+    (workdir / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained / "checkpoints" / "tiny_run-1_epoch-0.pt", workdir / "checkpoints")
+    args = _train_args(workdir, tiny_xyz, "--restart_latest", epochs=2)
+    if how == "plugin disabled":
+        proc = _run([MACE_RUN_TRAIN, *args], env={"MACE_GAUNT_PLUGIN_DISABLE": "1"})
+    elif how == "run_train.py by path":
+        proc = _run([sys.executable, _stock_run_train_by_path(), *args])
+    else:  # as if the plugin were not installed: no start-up hook, no package
+        code = "import sys, runpy; sys.modules['mace_gaunt_plugin'] = None; sys.argv[:] = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+        proc = _run([sys.executable, "-c", code, "_", _stock_run_train_by_path(), *args], env={"MACE_GAUNT_PLUGIN_DISABLE": "1"})
+    assert proc.returncode == 1, f"{how}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+    assert f"written by mace-gaunt-plugin" in proc.stderr and f"TP backend '{BACKEND}'" in proc.stderr, proc.stderr[-3000:]
+    assert "Stock MACE cannot resume it" in proc.stderr
+    before = _digests(trained / "checkpoints")
+    after = _digests(workdir / "checkpoints")
+    assert after == {"tiny_run-1_epoch-0.pt": before["tiny_run-1_epoch-0.pt"]}
+    assert not list(workdir.glob("*.model")), "stock MACE trained and saved a model over the plugin run"
+
+
+def test_python_m_mace_cli_run_train_is_the_plugin_command(trained: Path, tiny_xyz: Path, tmp_path: Path) -> None:
+    """``python -m mace.cli.run_train`` takes ``--tp-backend`` and resumes a plugin checkpoint."""
+    import shutil
+
+    import mace_gaunt_plugin as mgp
+
+    workdir = tmp_path / "dash_m"
+    (workdir / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained / "checkpoints" / "tiny_run-1_epoch-0.pt", workdir / "checkpoints")
+    _ok(_run([sys.executable, "-m", "mace.cli.run_train", *_train_args(workdir, tiny_xyz, "--restart_latest", epochs=2)]))
+    log = (workdir / "logs" / "tiny_run-1.log").read_text()
+    assert "Loading checkpoint" in log and f"TP backend: '{BACKEND}'" in log
+    assert mgp.backend_of(_load_model(workdir / "tiny.model")) == BACKEND
+    assert mgp.read_checkpoint(workdir / "checkpoints" / "tiny_run-1_epoch-1.pt")["tp_backend"]["name"] == BACKEND
+
+
+def _load_model(path: Path) -> object:
+    import torch
+
+    return torch.load(path, weights_only=False)
 
 
 def test_without_the_option_training_is_stock(tiny_xyz: Path, tmp_path: Path) -> None:

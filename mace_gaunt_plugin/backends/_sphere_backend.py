@@ -11,7 +11,16 @@ import torch
 from e3nn import o3
 
 from ..errors import UnsupportedIrrepsError
-from ._sphere_sites import CONV_KERNELS, CONV_WEIGHTS, EngineSpec, SphereConv, SphereProduct, conv_degrees_out, mace_conv_paths
+from ._sphere_sites import (
+    CONV_KERNELS,
+    CONV_WEIGHTS,
+    PRODUCT_BASES,
+    EngineSpec,
+    SphereConv,
+    SphereProduct,
+    conv_degrees_out,
+    mace_conv_paths,
+)
 from .base import Option, TPBackend, parse_bool, require_natural_parity, require_uniform_multiplicity
 
 __all__ = ["SphereBackend", "sphere_options"]
@@ -40,6 +49,15 @@ def sphere_options() -> tuple[Option, ...]:
             "autograd; more memory), 'auto' (triton on CUDA when Triton imports, torch elsewhere)",
             str,
             CONV_KERNELS,
+        ),
+        Option(
+            "product_basis",
+            "power",
+            "many-body product basis: 'power' (Proj_L(f**nu), Luo et al.) or 'factors' (products of nu differently "
+            "reweighted copies of A: per element, channel and degree weights for every factor; more couplings, "
+            "correlation*(correlation+1)/2 - 1 evaluations on the points instead of 1)",
+            str,
+            PRODUCT_BASES,
         ),
     )
 

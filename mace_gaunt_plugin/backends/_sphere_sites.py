@@ -135,6 +135,7 @@ __all__ = [
 
 CONV_WEIGHTS = ("l2", "l1l2", "path")
 CONV_KERNELS = ("auto", "torch", "triton", "reference")
+PRODUCT_BASES = ("power", "factors")
 
 EngineFactory = Callable[["EngineSpec"], torch.nn.Module]
 
@@ -621,9 +622,32 @@ def power_projection_rms(degrees_in: Sequence[int], correlation: int, degrees_ou
     return out
 
 
+def factor_count(correlation: int) -> int:
+    """Number of reweighted factors of ``product_basis="factors"``: ``nu`` for each power
+    ``nu = 2 .. correlation`` (the first power needs none: its projection weights already
+    weigh every degree)."""
+    return sum(range(2, correlation + 1))
+
+
 @compile_mode("script")
 class SphereProduct(BackendModule):
     """Luo et al.'s MACE-Gaunt many-body basis for MACE's ``product`` site.
+
+    Option ``product_basis``:
+
+    ``"power"`` (default; Luo et al.)
+        ``B_nu,L = Proj_L(f**nu)`` of one function per channel, ``f = sum_l A_l``, weighed
+        by ``w[element, channel, nu, L]``.
+    ``"factors"``
+        ``B_nu,L = Proj_L(g_nu,1 ... g_nu,nu)`` for ``nu >= 2``, each factor its own
+        reweighting of ``A``, ``g_nu,k = sum_l r[element, nu, k, channel, l] A_l``
+        (:func:`factor_count` factors per channel and element). Where ``f**2`` fixes how
+        the degree pairs ``(l1, l2)`` of ``A`` couple, ``g_1 g_2`` weighs them by
+        ``r_1,l1 r_2,l2 + r_1,l2 r_2,l1``: couplings of MACE's symmetric contraction that a
+        single power cannot weigh, at the same pointwise-product cost class (one
+        evaluation on the points per factor instead of one in all). Each ``r`` is a
+        per-degree scalar, so the basis stays O(3)-exact. All ``r`` start at 1: a fresh
+        ``factors`` product computes what ``power`` computes.
 
     Parameters
     ----------
@@ -651,6 +675,9 @@ class SphereProduct(BackendModule):
     n_out: int
     out_width: int
     out_identity: bool
+    n_factors: int
+    n_in: int
+    k_in: int
 
     def __init__(
         self,
@@ -705,23 +732,64 @@ class SphereProduct(BackendModule):
         self.weights = torch.nn.Parameter(
             torch.randn(self.num_elements, c, self.correlation, self.n_out, dtype=dtype) / math.sqrt(self.correlation)
         )
+        basis = str(options.get("product_basis", "power"))
+        if basis not in PRODUCT_BASES:
+            raise BackendOptionError(f"product_basis must be one of {PRODUCT_BASES}, got {basis!r}")
+        self.product_basis = basis
+        self.n_in = len(d_in)
+        self.k_in = _dim(d_in)
+        self.n_factors = factor_count(self.correlation) if basis == "factors" else 0
+        self.register_buffer("in_degree_index", _degree_index(d_in))
+        # None for the power basis: its state dict stays that of models made before the option
+        factor_weights = torch.nn.Parameter(torch.ones(self.num_elements, self.n_factors, c, self.n_in, dtype=dtype))
+        self.register_parameter("factor_weights", factor_weights if self.n_factors else None)
 
     def __setstate__(self, state: dict) -> None:
+        # models saved before ``product_basis``: the power basis (no factor weights)
         super().__setstate__(state)
+        if "product_basis" not in self.__dict__:
+            self.product_basis = "power"
+            self.n_factors = 0
+            self.n_in = len(self.degrees_in)
+            self.k_in = _dim(self.degrees_in)
+            self.register_buffer("in_degree_index", _degree_index(self.degrees_in).to(self.weights.device))
+            self.register_parameter("factor_weights", None)
         _set_widths(self)
 
     def extra_repr(self) -> str:
-        return f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, points={self.engine.num_points}"
+        return (
+            f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, product_basis={self.product_basis}, "
+            f"points={self.engine.num_points}"
+        )
+
+    def _factor_points(self, node_feats: torch.Tensor, node_attrs: torch.Tensor, factor_weights: torch.Tensor) -> torch.Tensor:
+        """The reweighted factors on the points, ``[N, n_factors, C, P]``."""
+        n = node_feats.shape[0]
+        r = (node_attrs @ factor_weights.reshape(self.num_elements, -1)).reshape(n, self.n_factors, self.channels, self.n_in)
+        a = node_feats.reshape(n, 1, self.channels, self.k_in) * r.index_select(3, self.in_degree_index)
+        g = self.engine.to_points(a.reshape(n * self.n_factors, self.channels, self.k_in))
+        return g.reshape(n, self.n_factors, self.channels, g.shape[-1])
 
     def forward(self, node_feats: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
         n = node_feats.shape[0]
         c = self.channels
         f = self.engine.to_points(node_feats)  # [N, C, P]
         powers = [f]
-        g = f
-        for _ in range(self.correlation - 1):
-            g = g * f
-            powers.append(g)
+        factor_weights = self.factor_weights
+        if factor_weights is None:  # power basis: f, f**2, ...
+            g = f
+            for _ in range(self.correlation - 1):
+                g = g * f
+                powers.append(g)
+        else:  # factors basis: g_2,1 g_2,2, g_3,1 g_3,2 g_3,3, ...
+            factors = self._factor_points(node_feats, node_attrs, factor_weights)
+            first = 0
+            for nu in range(2, self.correlation + 1):
+                g = factors[:, first]
+                for k in range(1, nu):
+                    g = g * factors[:, first + k]
+                powers.append(g)
+                first += nu
         proj = self.engine.from_points(torch.stack(powers, dim=2))  # [N, C, nu, K_out]
         w = (node_attrs @ self.weights.reshape(self.num_elements, -1)).reshape(n, c, self.correlation, self.n_out)
         w = w.index_select(3, self.degree_index) * self.power_norm  # [N, C, nu, K_out]

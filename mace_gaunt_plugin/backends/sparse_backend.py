@@ -172,36 +172,8 @@ def freeze(model: torch.nn.Module, masks: Optional[Sequence[Optional[MaskLike]]]
     return model
 
 
-def _last_linear(mlp: torch.nn.Module) -> torch.nn.Module:
-    from e3nn.nn import FullyConnectedNet
-
-    if isinstance(mlp, FullyConnectedNet):
-        return list(mlp.children())[-1]
-    net = getattr(mlp, "net", None)  # mace.modules.radial.RadialMLP
-    if isinstance(net, torch.nn.Sequential) and isinstance(net[-1], torch.nn.Linear):
-        return net[-1]
-    raise BackendError(
-        f"cannot compact a radial MLP of type {type(mlp).__name__}: the 'sparse' backend knows e3nn's "
-        "FullyConnectedNet and MACE's RadialMLP"
-    )
-
-
-def _shrink_mlp(mlp: torch.nn.Module, cols: torch.Tensor) -> None:
-    """Keep only output columns ``cols`` of the radial MLP (exact: its last layer is linear)."""
-    last = _last_linear(mlp)
-    k = int(cols.numel())
-    with torch.no_grad():
-        if isinstance(last, torch.nn.Linear):
-            last.weight = torch.nn.Parameter(last.weight.index_select(0, cols).clone(), requires_grad=last.weight.requires_grad)
-            if last.bias is not None:
-                last.bias = torch.nn.Parameter(last.bias.index_select(0, cols).clone(), requires_grad=last.bias.requires_grad)
-            last.out_features = k
-        else:  # e3nn _Layer: x @ (weight / const), weight [h_in, h_out]
-            last.weight = torch.nn.Parameter(last.weight.index_select(1, cols).clone(), requires_grad=last.weight.requires_grad)
-            last.h_out = k
-            last._profiling_str = repr(last)
-    if hasattr(mlp, "hs"):
-        mlp.hs = list(mlp.hs[:-1]) + [k]
+def _mlp_error(what: str) -> BackendError:
+    return BackendError(f"cannot compact {what}")
 
 
 def _linear_after_conv(block: torch.nn.Module, irreps_mid: o3.Irreps) -> tuple[str, o3.Linear]:
@@ -258,17 +230,18 @@ def _shrunk_linear(lin: o3.Linear, slots: list[int]) -> o3.Linear:
 
 
 def _compact_block(block: torch.nn.Module, conv: SparseCGConv) -> None:
+    from ..mace import _seam  # the radial MLP's internals are MACE's and e3nn's
+
     mlp = getattr(block, "conv_tp_weights", None)
     if mlp is None:
         raise BackendError(f"{type(block).__name__} has a sparse conv_tp but no conv_tp_weights radial MLP to compact")
-    n_out = _last_linear(mlp)
-    width = n_out.out_features if isinstance(n_out, torch.nn.Linear) else int(n_out.weight.shape[1])
+    width = _seam.radial_mlp_width(mlp, _mlp_error)
     if width != conv.weight_numel:
         raise BackendError(f"radial MLP gives {width} weights, the sparse conv expects {conv.weight_numel}")
     name, lin = _linear_after_conv(block, conv.irreps_out)
     small = CompactCGConv(conv)
     setattr(block, name, _shrunk_linear(lin, small.slot_index.tolist()))
-    _shrink_mlp(mlp, conv.kept_cols)
+    _seam.shrink_radial_mlp(mlp, conv.kept_cols, _mlp_error)
     block.conv_tp = small
 
 

@@ -45,19 +45,9 @@ def extract_config(model: torch.nn.Module) -> dict[str, Any]:
         MACE constructor arguments; for a plugin model also ``tp_backend`` (name) and
         ``tp_backend_options`` (dict).
     """
-    from mace.tools.scripts_utils import extract_config_mace_model
+    from ._seam import stock_model_config
 
-    product = _plugin_product(model)
-    if product is not None and not hasattr(product, "contraction_degree") and hasattr(product, "correlation"):
-        # MACE reads the correlation order from its own contraction classes
-        # (``contractions[0].weights``, or cuEquivariance's ``contraction_degree``).
-        product.contraction_degree = int(product.correlation)
-        try:
-            config = extract_config_mace_model(model)
-        finally:
-            del product.contraction_degree
-    else:
-        config = extract_config_mace_model(model)
+    config = stock_model_config(model, _plugin_product(model))
     name = backend_of(model)
     if name != "e3nn":
         config[BACKEND_KEY] = name

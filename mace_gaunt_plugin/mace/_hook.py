@@ -9,7 +9,9 @@ code only for sites the backend leaves alone; a module the backend returns must 
 :class:`~mace_gaunt_plugin.backends.base.BackendModule` naming the backend and the site,
 or construction stops with a message saying so. A fourth, small step marks interaction
 blocks whose plugin conv does its own gather and scatter (``conv_fusion``, MACE's own
-flag for fused convolutions). Everything is put back on exit, exceptions included.
+flag for fused convolutions). Everything is put back on exit, exceptions included. The
+substitutions go through :mod:`~mace_gaunt_plugin.mace._seam` (seam 2), which checks that
+MACE still looks these names up.
 
 Contexts nest: the innermost backend wins, and leaving it puts the outer one's names
 back. Every factory falls back to MACE's *own* code (remembered on the factory as
@@ -66,7 +68,9 @@ def _refuse_accelerators(backend: TPBackend, cueq_config: Any, oeq_config: Any) 
         )
 
 
+_BLOCKS = "mace.modules.blocks"
 _NAMES = ("TensorProduct", "tp_out_irreps_with_instructions", "SymmetricContractionWrapper")
+_INIT = f"{_BLOCKS}.InteractionBlock.__init__"
 
 
 def _stock(current: Any) -> Any:
@@ -98,13 +102,15 @@ def use_backend(name: str, **options: Any) -> Iterator[TPBackend]:
     backend = get_backend(name)
     opts = backend.resolve_options(options)
 
-    import mace.modules.blocks as blocks
     from e3nn import o3
 
+    from . import _seam
+
+    _seam.require_compatible()
     # What is there now (stock, or an enclosing use_backend's factories) is put back on
     # exit; what the factories fall back to is always MACE's own code.
-    outer = {attr: getattr(blocks, attr) for attr in _NAMES}
-    outer_init = blocks.InteractionBlock.__init__
+    outer = {attr: _seam.current(f"{_BLOCKS}.{attr}") for attr in _NAMES}
+    outer_init = _seam.current(_INIT)
     stock_tp, stock_tp_out, stock_sc = (_stock(outer[attr]) for attr in _NAMES)
     stock_init = _stock(outer_init)
 
@@ -175,12 +181,8 @@ def use_backend(name: str, **options: Any) -> Iterator[TPBackend]:
     for attr, stock in zip(_NAMES, (stock_tp, stock_tp_out, stock_sc)):
         ours[attr]._mgp_stock = stock  # type: ignore[attr-defined]
     interaction_init._mgp_stock = stock_init  # type: ignore[attr-defined]
-    for attr, factory in ours.items():
-        setattr(blocks, attr, factory)
-    blocks.InteractionBlock.__init__ = interaction_init
-    try:
+    with contextlib.ExitStack() as stack:
+        for attr, factory in ours.items():
+            stack.enter_context(_seam.substituted(f"{_BLOCKS}.{attr}", factory))
+        stack.enter_context(_seam.substituted(_INIT, interaction_init))
         yield backend
-    finally:
-        for attr, previous in outer.items():
-            setattr(blocks, attr, previous)
-        blocks.InteractionBlock.__init__ = outer_init

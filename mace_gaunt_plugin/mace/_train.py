@@ -24,18 +24,22 @@ What :func:`main` does
 3. Without ``--tp-backend``/``--tp-option`` (and no plugin checkpoint to resume), it
    calls MACE's stock ``run(args)``: training is exactly stock.
 4. Otherwise it runs MACE's ``run(args)`` with these temporary, restored-on-exit
-   substitutions in MACE's namespaces (no ``forward`` is touched):
+   substitutions in MACE's namespaces, made through :mod:`._seam` (seam 3; no
+   ``forward`` is touched):
 
    - ``mace.cli.run_train.configure_model``: builds the model inside
      :func:`~mace_gaunt_plugin.use_backend`, logs the backend and its options, and
      checks the built model really uses that backend;
-   - ``mace.tools.train.train_one_epoch``: calls
+   - ``mace.tools.train.train_one_epoch``: logs once which kernel each plugin module
+     runs on the model's device (``kernel=auto`` resolved), then calls
      ``backend.on_epoch_start(model, epoch, steps_per_epoch)`` before every epoch
      (0-based epoch, also after a restart; ``steps_per_epoch`` = batches per epoch on
      this rank; ``model`` is the bare model, not the DDP wrapper);
    - ``mace.tools.CheckpointHandler``: every checkpoint also stores
-     ``{"tp_backend": {"name", "options", "plugin_version"}}`` and loading one with
-     another backend raises;
+     ``{"tp_backend": {"name", "options", "plugin_version"}}`` and a guard that stops a
+     process reading it without the plugin (stock MACE would skip it silently and train
+     from scratch over it; see :mod:`._checkpoint`), and loading one with another backend
+     raises;
    - ``mace.cli.run_train.extract_config_mace_model`` (used for the
      ``config.yaml`` inside ``NAME_compiled.model``): also reads plugin product modules
      and records ``tp_backend`` / ``tp_backend_options``;
@@ -66,15 +70,14 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import BackendError, BackendMismatchError, BackendOptionError
+from ._checkpoint import CHECKPOINT_KEY
 from ._config import extract_config
 
 __all__ = ["main", "install", "build_parser", "BackendChoice", "CHECKPOINT_KEY"]
 
-#: Key of the backend record in every checkpoint a plugin run writes.
-CHECKPOINT_KEY = "tp_backend"
 STOCK = "e3nn"
 
 
@@ -90,6 +93,16 @@ class BackendChoice:
         from .. import __version__
 
         return {"name": self.name, "options": dict(self.options), "plugin_version": __version__}
+
+    def with_defaults(self) -> "BackendChoice":
+        """The options with today's defaults filled in: a record written before an option
+        existed means that option's default (new options default to the former behaviour).
+        Unchanged if the backend is not installed (that is reported elsewhere)."""
+        from .. import registry
+
+        if self.name == STOCK or self.name not in registry.available_backends():
+            return self
+        return BackendChoice(self.name, registry.get_backend(self.name).resolve_options(self.options))
 
     def describe(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items())) or "no options"
@@ -242,10 +255,10 @@ def _checkpoint_to_resume(directory: str, tag: str) -> Optional[Path]:
 
 
 def _checkpoint_choice(path: Path) -> BackendChoice:
-    import torch
+    from ._checkpoint import read_checkpoint
 
-    try:  # a checkpoint holds state dicts only: no pickled classes needed
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        checkpoint = read_checkpoint(str(path), map_location="cpu", mmap=True)
     except Exception as exc:  # noqa: BLE001  (any reason: the message names the file)
         raise BackendError(
             f"--restart_latest: cannot read the checkpoint it would resume, {path} ({type(exc).__name__}: "
@@ -324,6 +337,8 @@ def preflight(args: argparse.Namespace) -> Optional[BackendChoice]:
     given = _parse_options(args.tp_option)
     checked = _checked_copy(args)
     resumed = _restart_choice(args, checked)
+    if resumed is not None:
+        resumed = resumed.with_defaults()
 
     if args.tp_backend is not None:
         name = args.tp_backend
@@ -388,50 +403,56 @@ def _configure_model_with(choice: BackendChoice, stock: Callable) -> Callable:
     return configure_model
 
 
+def _log_kernels(model: Any) -> None:
+    """Log, once per run, the kernel each plugin module type runs on the model's device
+    (modules with ``kernel_in_use()``, e.g. the grid/gaunt conv with ``kernel=auto``)."""
+    found = sorted({(type(m).__name__, str(m.kernel_in_use())) for m in model.modules() if callable(getattr(m, "kernel_in_use", None))})
+    if found:
+        device = next((p.device for p in model.parameters()), "cpu")
+        logging.info("TP backend kernels on " + f"{device}: " + ", ".join(f"{name} runs {kernel!r}" for name, kernel in found))
+
+
 def _train_one_epoch_with(backend: Any, stock: Callable) -> Callable:
     import inspect
 
     signature = inspect.signature(stock)
 
+    logged: list[bool] = []
+
     def train_one_epoch(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
         model = bound.arguments["model"]
+        if not logged:  # the model is on its device now: say which kernels run there
+            logged.append(True)
+            _log_kernels(model)
         backend.on_epoch_start(model, int(bound.arguments["epoch"]), len(bound.arguments["data_loader"]))
         return stock(*args, **kwargs)
 
     return train_one_epoch
 
 
-def _checkpoint_handler_with(choice: BackendChoice, stock_handler: type) -> type:
-    from mace.tools.checkpoint import CheckpointBuilder
+def _checkpoint_handler_with(choice: BackendChoice) -> type:
+    """MACE's ``CheckpointHandler`` whose checkpoints carry the backend record and the guard
+    against stock MACE (:mod:`._checkpoint`), and that refuses another backend's checkpoint."""
+    from . import _seam
+    from ._checkpoint import guarded, read_checkpoint
 
     record = choice.record()
 
-    class BackendCheckpointBuilder(CheckpointBuilder):
-        """MACE's checkpoint plus the backend record; refuses another backend's checkpoint."""
+    def check(checkpoint: Mapping[str, Any]) -> None:
+        held = checkpoint.get(CHECKPOINT_KEY) or {"name": STOCK, "options": {}}
+        held_choice = BackendChoice(str(held["name"]), dict(held.get("options", {}))).with_defaults()
+        if (held_choice.name, dict(held_choice.options)) != (record["name"], record["options"]):
+            raise BackendMismatchError(
+                f"checkpoint holds TP backend {held['name']!r} {held.get('options', {})}, "
+                f"the model was built with {record['name']!r} {record['options']}"
+            )
 
-        @staticmethod
-        def create_checkpoint(state: Any) -> dict:
-            checkpoint = CheckpointBuilder.create_checkpoint(state)
-            checkpoint[CHECKPOINT_KEY] = dict(record)
-            return checkpoint
-
-        @staticmethod
-        def load_checkpoint(state: Any, checkpoint: dict, strict: bool) -> None:
-            held = checkpoint.get(CHECKPOINT_KEY) or {"name": STOCK, "options": {}}
-            if (held["name"], dict(held.get("options", {}))) != (record["name"], record["options"]):
-                raise BackendMismatchError(
-                    f"checkpoint holds TP backend {held['name']!r} {held.get('options', {})}, "
-                    f"the model was built with {record['name']!r} {record['options']}"
-                )
-            CheckpointBuilder.load_checkpoint(state, checkpoint, strict)
-
-    class BackendCheckpointHandler(stock_handler):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.builder = BackendCheckpointBuilder()
-
-    return BackendCheckpointHandler
+    return _seam.checkpoint_handler_class(
+        write=lambda checkpoint: guarded(checkpoint, record),
+        check=check,
+        read=lambda path, device: read_checkpoint(path, map_location=device),
+    )
 
 
 def _cpu_distributed(stock_init: Callable) -> Callable:
@@ -452,16 +473,6 @@ def _cpu_ddp(stock_ddp: type) -> Callable:
         return stock_ddp(module, device_ids=None if on_cpu else device_ids, **kwargs)
 
     return ddp
-
-
-@contextlib.contextmanager
-def _substituted(target: Any, name: str, value: Any) -> Iterator[None]:
-    old = getattr(target, name)
-    setattr(target, name, value)
-    try:
-        yield
-    finally:
-        setattr(target, name, old)
 
 
 def _saved_model_paths(args: Any) -> list[tuple[Path, Optional[Path]]]:
@@ -537,20 +548,23 @@ def run(args: argparse.Namespace, choice: BackendChoice) -> None:
     import importlib
 
     import mace.cli.run_train as run_train
-    from mace import tools
 
     from .. import registry
+    from . import _seam
 
     backend = registry.get_backend(choice.name)
     train_module = importlib.import_module("mace.tools.train")
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_substituted(run_train, "configure_model", _configure_model_with(choice, run_train.configure_model)))
-        stack.enter_context(_substituted(train_module, "train_one_epoch", _train_one_epoch_with(backend, train_module.train_one_epoch)))
-        stack.enter_context(_substituted(tools, "CheckpointHandler", _checkpoint_handler_with(choice, tools.CheckpointHandler)))
-        stack.enter_context(_substituted(run_train, "extract_config_mace_model", extract_config))
+        def substitute(target: str, value: Any) -> None:
+            stack.enter_context(_seam.substituted(target, value))
+
+        substitute("mace.cli.run_train.configure_model", _configure_model_with(choice, run_train.configure_model))
+        substitute("mace.tools.train.train_one_epoch", _train_one_epoch_with(backend, train_module.train_one_epoch))
+        substitute("mace.tools.CheckpointHandler", _checkpoint_handler_with(choice))
+        substitute("mace.cli.run_train.extract_config_mace_model", extract_config)
         if args.distributed and args.device == "cpu":
-            stack.enter_context(_substituted(run_train, "init_distributed", _cpu_distributed(run_train.init_distributed)))
-            stack.enter_context(_substituted(run_train, "DDP", _cpu_ddp(run_train.DDP)))
+            substitute("mace.cli.run_train.init_distributed", _cpu_distributed(run_train.init_distributed))
+            substitute("mace.cli.run_train.DDP", _cpu_ddp(run_train.DDP))
         run_train.run(args)
     if not args.distributed or int(os.environ.get("RANK", "0")) == 0:
         _finish_saved_models(args, backend)
@@ -561,7 +575,13 @@ def run(args: argparse.Namespace, choice: BackendChoice) -> None:
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> None:
     """``mace_run_train`` with ``--tp-backend``: parse, check, train (see module docstring)."""
+    from . import _seam
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _seam.require_compatible()
+    except BackendError as exc:
+        sys.exit(f"{prog or os.path.basename(sys.argv[0]) or 'mace_run_train'}: error: {exc}")
     parser = build_parser(prog, describe=any(a in ("-h", "--help") for a in argv))
     args = parser.parse_args(argv)
     try:
@@ -583,6 +603,6 @@ main._mace_gaunt_plugin = True  # type: ignore[attr-defined]
 def install(module: Any) -> None:
     """Make :func:`main` the ``main`` of ``mace.cli.run_train`` (called by the start-up hook;
     idempotent)."""
-    if getattr(getattr(module, "main", None), "_mace_gaunt_plugin", False):
-        return
-    module.main = main
+    from . import _seam
+
+    _seam.install_main(module, main)
