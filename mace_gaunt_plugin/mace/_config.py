@@ -61,6 +61,8 @@ def model_from_config(config: Mapping[str, Any], model_cls: Any = None) -> torch
     >>> # twin = model_from_config(extract_config(model)); twin.load_state_dict(model.state_dict())
     """
     kwargs = dict(config)
+    if isinstance(kwargs.get("atomic_numbers"), torch.Tensor):  # MACE's config holds the model's buffer
+        kwargs["atomic_numbers"] = [int(z) for z in kwargs["atomic_numbers"].tolist()]
     name = kwargs.pop(BACKEND_KEY, "e3nn")
     options = kwargs.pop(OPTIONS_KEY, {})
     return build_model(name, model_cls=model_cls, backend_options=options, **kwargs)
