@@ -9,7 +9,8 @@
 #   kernels the lean Gaunt conv (issue 12): tests/test_conv_primitives.py on CUDA (Triton
 #           kernels = torch primitives = reference), then bench_model.py at hidden L = 1, 2
 #           (2048-atom Cu) for e3nn and grid with kernel=reference/torch/triton: time and
-#           max_memory_allocated of inference and a training step
+#           max_memory_allocated of inference and a training step; then the conv site
+#           alone (bench_sites.py, hidden L = 1, 3)
 #   lammps  LAMMPS built from the pruned tree, LAMMPS = ASE (float64, model on the GPU),
 #           2048-atom Cu NVE MD ns/day (lammps_interface/gpu_check.sh) for the backends in
 #           MGP_GPU_LAMMPS_BACKENDS (default "e3nn grid"), once per export engine in
@@ -72,7 +73,10 @@ for s in $stages; do
         | tail -15 | tee "$res/test_conv_primitives_cuda.log"
       timeout "$(limit 200)" "$py" benchmarks/bench_model.py --preset gpu --scans L --Ls 1,2 \
         --backends e3nn,grid:kernel=reference,grid:kernel=torch,grid:kernel=triton \
-        --max-minutes 2.5 --out "$res/model_gpu_kernels" 2>&1 | tail -40 ;;
+        --max-minutes 2.5 --out "$res/model_gpu_kernels" 2>&1 | tail -40
+      # the conv site alone, fwd+bwd (goals: <= 3 ms at L = 1, <= 4 ms at L = 3)
+      timeout "$(limit 100)" "$py" benchmarks/bench_sites.py --device cuda --hidden-L 1,3 --sites conv \
+        --backends e3nn,grid:kernel=torch,grid:kernel=triton --name sites_kernels --out "$res" 2>&1 | tail -20 ;;
     cuda)
       stage "correctness on CUDA (tests/test_cuda.py)"
       timeout "$(limit 90)" "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$res/test_cuda.log" ;;
