@@ -52,6 +52,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -226,6 +227,9 @@ def run_training(cmd: list[str], name: str, work: Path, threads: int) -> tuple[d
     return read_train_log(logs[0]), wall
 
 
+_EVALUATING = threading.Lock()
+
+
 class Variant(NamedTuple):
     """One model of the study: a backend with options, at ``channels`` (``None``: the preset's)."""
 
@@ -248,7 +252,8 @@ def run_one(variant: Variant, seed: int, epochs: int, cfg: dict[str, Any], work:
     cmd = train_command(variant.backend, options, epochs, cfg, run_dir, work / "train.xyz", e0s)
     print(f"[accuracy] {variant.label} seed {seed}: training {epochs} epochs ...", flush=True)
     curve, wall = run_training(cmd, name, work, threads)
-    errors, n_params = evaluate(run_dir / f"{name}.model", work, threads)
+    with _EVALUATING:  # unpickling e3nn modules re-traces torch.fx graphs, which is not thread-safe
+        errors, n_params = evaluate(run_dir / f"{name}.model", work, threads)
     row = {
         "label": variant.label,
         "backend": variant.backend,
