@@ -65,7 +65,12 @@ def test_conformance_kit(name: str) -> None:
 
 
 #: Backend options that change what the sites compute, run through the whole kit too.
-OPTION_CASES = [("grid", {"sites": "conv", "conv_weights": "path"}), ("gaunt", {"conv_weights": "path"})]
+OPTION_CASES = [
+    ("grid", {"sites": "conv", "conv_weights": "path"}),
+    ("gaunt", {"conv_weights": "path"}),
+    ("grid", {"product_basis": "factors"}),
+    ("gaunt", {"product_basis": "factors"}),
+]
 
 
 @pytest.mark.parametrize("name,options", OPTION_CASES, ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={x}" for k, x in v.items()))
