@@ -435,8 +435,9 @@ class SphereConv(BackendModule):
         self.spec = EngineSpec(d_in, d_edge, d_out, max(d_in) + max(d_edge))
         self.engine = engine_factory(self.spec)
         dtype = torch.get_default_dtype()
+        self._register_path_tables(paths, d_in, d_edge)
         if self.per_path:
-            order, _ = _paths_by_edge_degree(paths, d_edge)
+            order = self.path_order.tolist()
             scales = torch.from_numpy(path_scales(paths))[order]
             per_component = scales[:, None].expand(self.n_paths, _dim(d_out))  # [n_paths, K_out], the conv's path order
             idx_out = _paths_to_mul_ir(paths, [order.index(j) for j in range(len(paths))], c, d_out)
@@ -444,7 +445,6 @@ class SphereConv(BackendModule):
             per_component = torch.from_numpy(conv_normalisation(d_in, d_edge, d_out))[_degree_index(d_out)]  # [K_out]
             idx_out = _channels_to_mul_ir(self.irreps_out, d_out)
         self.register_buffer("out_norm", per_component.contiguous().to(dtype))
-        self._register_path_tables(paths, d_in, d_edge, dtype)
         idx_in = _mul_ir_to_channels(self.irreps_in1, d_in)
         self.in_identity = _is_identity(idx_in)
         self.out_identity = _is_identity(idx_out)
@@ -455,7 +455,7 @@ class SphereConv(BackendModule):
         self.edge_identity = _is_identity(idx_edge)
         self.register_buffer("idx_edge", idx_edge)
 
-    def _register_path_tables(self, paths: Sequence[tuple[int, int, int]], d_in: Sequence[int], d_edge: Sequence[int], dtype: torch.dtype) -> None:
+    def _register_path_tables(self, paths: Sequence[tuple[int, int, int]], d_in: Sequence[int], d_edge: Sequence[int]) -> None:
         """In the conv's path order (:func:`_paths_by_edge_degree`): ``path_order [n_paths]``
         (MACE's index of each path), ``path_l1 [n_paths]`` (position of its ``l1`` among the
         input degrees) and ``path_groups`` (paths per edge degree). Empty unless ``path``,
@@ -479,7 +479,7 @@ class SphereConv(BackendModule):
         self.__dict__.setdefault("per_path", False)
         self.__dict__.setdefault("n_paths", 0)
         if "path_l1" not in self._buffers:
-            self._register_path_tables([], self.degrees_in, self.degrees_edge, self.out_norm.dtype)
+            self._register_path_tables([], self.degrees_in, self.degrees_edge)
             self.path_order = self.path_order.to(self.out_norm.device)
             self.path_l1 = self.path_l1.to(self.out_norm.device)
         _set_widths(self)

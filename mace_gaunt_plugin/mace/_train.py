@@ -409,7 +409,7 @@ def _log_kernels(model: Any) -> None:
     found = sorted({(type(m).__name__, str(m.kernel_in_use())) for m in model.modules() if callable(getattr(m, "kernel_in_use", None))})
     if found:
         device = next((p.device for p in model.parameters()), "cpu")
-        logging.info("TP backend kernels on " + f"{device}: " + ", ".join(f"{name} runs {kernel!r}" for name, kernel in found))
+        logging.info(f"TP backend kernels on {device}: " + ", ".join(f"{name} runs {kernel!r}" for name, kernel in found))
 
 
 def _train_one_epoch_with(backend: Any, stock: Callable) -> Callable:
