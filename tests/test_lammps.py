@@ -149,14 +149,17 @@ print "MGP_PE $(pe:%.16e)"
 """
 
 
-def _run_lmp(tmp_path: Path, model: str, element: str = "Cu", attach: bool = True) -> subprocess.CompletedProcess:
+def _run_lmp(
+    tmp_path: Path, model: str, element: str = "Cu", attach: bool = True, steps: int = 0, env_extra: dict | None = None
+) -> subprocess.CompletedProcess:
     from lammps_interface import INPUT_DECK_LINES
 
     deck = tmp_path / "in.test"
-    deck.write_text(DECK.format(attach=INPUT_DECK_LINES if attach else "", model=model, element=element))
+    text = DECK.format(attach=INPUT_DECK_LINES if attach else "", model=model, element=element)
+    deck.write_text(text.replace("run 0", f"run {steps}"))
     if LMP is None:
         pytest.fail("no lmp executable on PATH: build_lammps.sh links it into the environment's bin/")
-    env = harness.lmp_env()
+    env = harness.lmp_env(env_extra)
     env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)  # the file must load without it
     return subprocess.run(
         [LMP, "-in", str(deck), "-log", "none", "-nocite"],
@@ -179,6 +182,24 @@ def test_standalone_lmp_run(models, tmp_path) -> None:
     finally:
         lmp.close()
     assert abs(pe - ref) <= RTOL * abs(ref)
+
+
+def test_wrapper_timing(models, tmp_path) -> None:
+    """``MGP_LAMMPS_TIMING=PATH`` writes one ``total model`` line per force call (setup
+    plus each step), the model call inside the whole call, and changes no result."""
+    from lammps_interface._timing import read_timings
+
+    _, model_file = models[BACKENDS[0]]
+    pes = []
+    for timing in (None, tmp_path / "timing.txt"):
+        extra = {} if timing is None else {"MGP_LAMMPS_TIMING": str(timing)}
+        res = _run_lmp(tmp_path, str(model_file), steps=2, env_extra=extra)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        pes.append(float(next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("MGP_PE"))))
+    assert pes[0] == pes[1]
+    calls = read_timings(tmp_path / "timing.txt")
+    assert len(calls) == 3
+    assert all(0.0 < model <= total for total, model in calls)
 
 
 def _assert_fails(res: subprocess.CompletedProcess, *needles: str) -> None:

@@ -35,7 +35,7 @@ class FakeLammps:
         self.numpy = _Numpy()
 
     def extract_setting(self, name: str) -> int:
-        return {"world_size": self.world_size, "nlocal": self.nlocal, "nall": len(self.tags)}[name]
+        return {"world_size": self.world_size, "world_rank": 0, "nlocal": self.nlocal, "nall": len(self.tags)}[name]
 
 
 class FakeData:
@@ -108,6 +108,51 @@ def test_ghost_mapping_matches_ase(backend: str, exported, attached) -> None:
     assert harness.max_relative_error(data.energy, ref["energy"]) < 1e-10
     assert harness.max_relative_error(data.eatoms, ref["energies"]) < 1e-10
     assert harness.max_relative_error(data.local_forces(), ref["forces"]) < 1e-10
+
+
+def test_force_call_timing(exported, attached, tmp_path, monkeypatch) -> None:
+    """``MGP_LAMMPS_TIMING=PATH``: one ``total model`` line per force call, results
+    unchanged; unset, no file is written."""
+    from lammps_interface._timing import read_timings
+
+    _, model_file = exported[mgp.available_backends()[0]]
+    atoms = _cu2o()
+    energies = []
+    for timing in (None, tmp_path / "t"):
+        if timing is None:
+            monkeypatch.delenv("MGP_LAMMPS_TIMING", raising=False)
+        else:
+            monkeypatch.setenv("MGP_LAMMPS_TIMING", str(timing))
+        wrapper = mu.load_model_file(model_file)
+        for _ in range(2):
+            data = FakeData(atoms, R_MAX)
+            mu._ATTACHED = FakeLammps(data.tags, data.nlocal)
+            wrapper.compute_forces(data)
+            energies.append(data.energy)
+        if timing is None:
+            assert list(tmp_path.iterdir()) == []
+    assert len(set(energies)) == 1
+    calls = read_timings(tmp_path / "t")
+    assert len(calls) == 2 and all(0.0 < model <= total for total, model in calls)
+
+
+def test_force_call_timer_file_per_rank(tmp_path) -> None:
+    """Several ranks write PATH.rankR, one rank PATH; opening twice keeps the first file."""
+    import torch
+
+    from lammps_interface._timing import ForceCallTimer, read_timings
+
+    for rank, size, name in ((1, 2, "t.rank1"), (0, 1, "t")):
+        timer = ForceCallTimer(str(tmp_path / "t"))
+        timer.call_started()
+        timer.open(rank, size, torch.device("cpu"))
+        timer.open(rank + 5, size, torch.device("cpu"))
+        timer.model_started()
+        timer.model_finished()
+        timer.call_finished()
+        assert len(read_timings(tmp_path / name)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t", "t.rank1"]
+    assert not ForceCallTimer(None).enabled
 
 
 def test_refusals(exported, attached) -> None:
