@@ -371,7 +371,22 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         g["train_seconds"] = [float(r.get("train_seconds", r["s_per_epoch"] * r["epochs"])) for r in rs]
         g["E"] = {t: [float(r["E"][t]) for r in rs] for t in TEMPERATURES}
         g["F"] = {t: [float(r["F"][t]) for r in rs] for t in TEMPERATURES}
+        g["valid_change"] = [c for c in (_valid_change(r) for r in rs) if c is not None]
     return list(groups.values())
+
+
+#: Epochs over which :func:`_valid_change` measures how flat a learning curve has become.
+FLAT_WINDOW = 5
+
+
+def _valid_change(row: dict[str, Any]) -> Optional[float]:
+    """Relative change (%) of the validation force RMSE over a run's last
+    :data:`FLAT_WINDOW` epochs (negative: still falling); ``None`` without a long enough curve."""
+    curve = [v for v in row.get("curve", {}).get("valid_rmse_f", []) if v is not None]
+    if len(curve) <= FLAT_WINDOW:
+        return None
+    before, last = curve[-1 - FLAT_WINDOW], curve[-1]
+    return 100.0 * (last - before) / before
 
 
 def _stat(values: Sequence[float]) -> str:
@@ -403,7 +418,10 @@ def render_markdown(result: dict[str, Any]) -> str:
     cfg, split, stamp = result["config"], result["split"], result["stamp"]
     seeds = result.get("seeds", [cfg["seed"]])
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))} (mean ± sample SD over seeds)"
-    head = "| model | budget | epochs | params | s/epoch | " + " | ".join(f"E {t}" for t in TEMPERATURES) + " | " + " | ".join(f"F {t}" for t in TEMPERATURES) + " |"
+    head = (
+        "| model | budget | epochs | params | s/epoch | " + " | ".join(f"E {t}" for t in TEMPERATURES) + " | "
+        + " | ".join(f"F {t}" for t in TEMPERATURES) + f" | valid F, last {FLAT_WINDOW} ep |"
+    )
     title = result.get("title", "3BPA accuracy per TP backend (small budget)")
     caveat = result.get(
         "caveat",
@@ -425,18 +443,20 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"(what {result['time_reference']} needed for {result['epochs']} epochs).",
         "",
         f"E: total-energy RMSE (meV), F: force RMSE (meV/A). {caveat} The published rows are large models trained to "
-        "convergence, for context only.",
+        f"convergence, for context only. *valid F, last {FLAT_WINDOW} ep*: how much the validation force RMSE changed "
+        f"over the last {FLAT_WINDOW} epochs (mean over seeds; near 0 once the learning curve has flattened).",
         "",
     ]
     if result.get("command"):
         lines += [f"Command: `{result['command']}`", ""]
-    lines += [head, "|" + "---|" * (5 + 2 * len(TEMPERATURES))]
+    lines += [head, "|" + "---|" * (6 + 2 * len(TEMPERATURES))]
     for g in aggregate(result["rows"]):
         cells = [g["label"], g["budget"], _ints(g["epochs"]), _ints(g["params"]), _fmt(g["s_per_epoch"])]
         cells += [_stat(g["E"][t]) for t in TEMPERATURES] + [_stat(g["F"][t]) for t in TEMPERATURES]
+        cells.append(f"{statistics.mean(g['valid_change']):+.0f}%" if g["valid_change"] else "-")
         lines.append("| " + " | ".join(cells) + " |")
     for name, pub in PUBLISHED.items():
-        cells = [name, "full training", "-", "-", "-"] + [_fmt(pub["E"][t]) for t in TEMPERATURES] + [_fmt(pub["F"][t]) for t in TEMPERATURES]
+        cells = [name, "full training", "-", "-", "-"] + [_fmt(pub["E"][t]) for t in TEMPERATURES] + [_fmt(pub["F"][t]) for t in TEMPERATURES] + ["-"]
         lines.append("| " + " | ".join(cells) + " |")
     if result.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items())]
