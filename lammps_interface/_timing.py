@@ -41,9 +41,14 @@ class ForceCallTimer:
     def enabled(self) -> bool:
         return self.path is not None
 
+    @property
+    def needs_opening(self) -> bool:
+        """Timing is on and :meth:`open` has not run yet (so callers skip its arguments' cost)."""
+        return self.enabled and self._file is None
+
     def open(self, world_rank: int, world_size: int, device: torch.device) -> None:
         """Start the file (once per process); a no-op when timing is off."""
-        if not self.enabled or self._file is not None:
+        if not self.needs_opening:
             return
         path = Path(self.path if world_size == 1 else f"{self.path}.rank{world_rank}")
         path.parent.mkdir(parents=True, exist_ok=True)

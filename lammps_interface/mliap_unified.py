@@ -543,7 +543,7 @@ class MACEGauntMLIAP(MLIAPUnified):
         self._timer.call_started()
         lmp = self._lammps_for(data)
         self._move_to_device(lmp)
-        if self._timer.enabled:
+        if self._timer.needs_opening:  # once per process, not per step
             self._timer.open(lmp.extract_setting("world_rank"), lmp.extract_setting("world_size"), self._device)
         if npairs:
             pair_i = np.asarray(data.pair_i).astype(np.int64)

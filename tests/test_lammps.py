@@ -144,7 +144,7 @@ displace_atoms all random 0.05 0.05 0.05 87287 units box
 {attach}pair_style mliap unified {model} 0
 pair_coeff * * {element}
 thermo_style custom step pe press
-run 0
+run {steps}
 print "MGP_PE $(pe:%.16e)"
 """
 
@@ -155,8 +155,7 @@ def _run_lmp(
     from lammps_interface import INPUT_DECK_LINES
 
     deck = tmp_path / "in.test"
-    text = DECK.format(attach=INPUT_DECK_LINES if attach else "", model=model, element=element)
-    deck.write_text(text.replace("run 0", f"run {steps}"))
+    deck.write_text(DECK.format(attach=INPUT_DECK_LINES if attach else "", model=model, element=element, steps=steps))
     if LMP is None:
         pytest.fail("no lmp executable on PATH: build_lammps.sh links it into the environment's bin/")
     env = harness.lmp_env(env_extra)
@@ -177,7 +176,7 @@ def test_standalone_lmp_run(models, tmp_path) -> None:
     pe = float(next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("MGP_PE")))
     lmp = _new_lammps()
     try:
-        lmp.commands_string(DECK.format(attach="", model=model_file, element="Cu").replace('print "MGP_PE $(pe:%.16e)"', ""))
+        lmp.commands_string(DECK.format(attach="", model=model_file, element="Cu", steps=0).replace('print "MGP_PE $(pe:%.16e)"', ""))
         ref = lmp.last_thermo()["PotEng"]
     finally:
         lmp.close()
