@@ -11,7 +11,6 @@ slot and changes nothing else; any subset of paths is exactly O(3)-equivariant.
 ``sparse_backend.compact`` swaps one for the other and shrinks the radial MLP.
 """
 
-import copy
 import math
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
@@ -200,11 +199,13 @@ class SparseCGConv(BackendModule):
 
     # ------------------------------------------------------------------ state changes
     def _reset_kept(self) -> None:
-        """Phase < 3: the 'kept' computation is the full product. ``tp_kept`` is a copy,
-        not ``tp`` itself: e3nn's compile skips a child registered twice."""
+        """Phase < 3: the 'kept' computation is the full product. ``tp_kept`` is a second
+        product of all paths, not ``tp`` itself (e3nn's compile skips a child registered
+        twice) and not a deepcopy (which needs TorchScript: the aotinductor export builds
+        models with it off)."""
         if not self._kept_is_subset:
             return
-        self.tp_kept = copy.deepcopy(self.tp)
+        self.tp_kept = self._product_of(range(self.n_paths))
         device = self.mask.device
         self.register_buffer("kept_cols", torch.arange(self.weight_numel, dtype=torch.int64, device=device), persistent=False)
         self.register_buffer("kept_scale", torch.ones(self.weight_numel, dtype=self.gates.dtype, device=device), persistent=False)
@@ -213,19 +214,23 @@ class SparseCGConv(BackendModule):
     def _build_kept(self) -> None:
         """Phase 3: a tensor product of the paths in ``mask`` and the columns of their weights."""
         keep = [i for i in range(self.n_paths) if bool(self.mask[i])]
-        old = torch.get_default_dtype()
-        torch.set_default_dtype(self.gates.dtype)  # e3nn computes its coefficients in the default dtype
-        try:
-            tp, _ = subset_tensor_product(self.tp, keep)
-        finally:
-            torch.set_default_dtype(old)
-        self.tp_kept = tp.to(device=self.mask.device)
+        self.tp_kept = self._product_of(keep)
         cols = [c for i in keep for c in range(self._offsets[i], self._offsets[i] + self._sizes[i])]
         kept_cols = torch.tensor(cols, dtype=torch.int64, device=self.mask.device)
         kept_scale = self.frozen_gates.index_select(0, self.weight_path.index_select(0, kept_cols))
         self.register_buffer("kept_cols", kept_cols, persistent=False)
         self.register_buffer("kept_scale", kept_scale.detach().clone(), persistent=False)
         self._kept_is_subset = True
+
+    def _product_of(self, keep: Sequence[int]) -> o3.TensorProduct:
+        """A tensor product of the paths ``keep`` of ``tp``, in the gates' dtype and device."""
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(self.gates.dtype)  # e3nn computes its coefficients in the default dtype
+        try:
+            tp, _ = subset_tensor_product(self.tp, list(keep))
+        finally:
+            torch.set_default_dtype(old)
+        return tp.to(device=self.mask.device)
 
     def top_mask(self) -> torch.Tensor:
         """The ``n_keep`` paths of largest ``|gate|`` (ties: lower index first)."""
