@@ -18,7 +18,7 @@ import torch
 import mace  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before e3nn loads)
 from e3nn.util.jit import compile_mode
 
-__all__ = ["MACEEdgeCore", "script_core"]
+__all__ = ["MACEEdgeCore", "MACEEdgeCoreExport", "script_core"]
 
 
 @compile_mode("script")
@@ -60,6 +60,14 @@ class MACEEdgeCore(torch.nn.Module):
     def forward(
         self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, n_energy: int = -1
     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        node_energy, energy, shifts = self._energies(vectors, edge_index, species)
+        total = energy.sum() if n_energy < 0 else node_energy[:n_energy].sum()
+        return node_energy.detach().to(torch.float64), self._edge_forces(total, shifts)
+
+    def _energies(
+        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(node energies, graph energy, the edge vectors they are differentiable in)."""
         n_nodes = species.shape[0]
         dtype = self.r_max.dtype
         device = vectors.device
@@ -87,12 +95,29 @@ class MACEEdgeCore(torch.nn.Module):
         energy = out["energy"]
         if node_energy is None or energy is None:
             raise RuntimeError("the model returned no energies")
-        total = energy.sum() if n_energy < 0 else node_energy[:n_energy].sum()
+        return node_energy, energy, shifts
+
+    def _edge_forces(self, total: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+        """``-d total / d shifts``; zeros for a graph without edges."""
         grads: List[Optional[torch.Tensor]] = torch.autograd.grad([total], [shifts], allow_unused=True)
         dE_dv = grads[0]
         if dE_dv is None:  # no edges
             dE_dv = torch.zeros_like(shifts)
-        return node_energy.detach().to(torch.float64), -dE_dv.detach()
+        return -dE_dv.detach()
+
+
+class MACEEdgeCoreExport(MACEEdgeCore):
+    """:class:`MACEEdgeCore` with ``n_energy`` a 0-d int64 tensor (the nodes
+    ``0 .. n_energy - 1`` count), so that ``torch.export`` keeps it an input instead of
+    baking one value in; for the ``aotinductor`` engine, never scripted."""
+
+    def forward(  # type: ignore[override]
+        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, n_energy: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        node_energy, _, shifts = self._energies(vectors, edge_index, species)
+        counted = torch.arange(node_energy.shape[0], device=node_energy.device) < n_energy
+        total = torch.where(counted, node_energy, torch.zeros_like(node_energy)).sum()
+        return node_energy.detach().to(torch.float64), self._edge_forces(total, shifts)
 
 
 def script_core(model: torch.nn.Module, head: int = 0) -> torch.jit.ScriptModule:

@@ -3,7 +3,8 @@
 
 The file is a pickle of :class:`~lammps_interface.mliap_unified.MACEGauntMLIAP` holding
 the model core in TorchScript and the eager model (for the KOKKOS exchange path, and for
-``--engine eager``, which runs the core without TorchScript). Its
+``--engine eager``, which runs the core without TorchScript); with ``--engine
+aotinductor`` also the core compiled by torch.export + AOTInductor. Its
 name must not end in ``.pt``/``.pth``: LAMMPS reads those with ``torch.load``, which on
 torch >= 2.6 refuses pickled classes unless ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` is set
 in the LAMMPS process; any other name is read with plain ``pickle``.
@@ -49,8 +50,8 @@ def export_model(
     engine: str = "torchscript",
 ) -> str:
     """Export the MACE model saved at ``model_path`` (a pickled ``.model`` or a safe model
-    file); returns the path written. ``engine`` (``torchscript`` or ``eager``) picks how
-    LAMMPS runs the model core."""
+    file); returns the path written. ``engine`` (``torchscript``, ``eager`` or
+    ``aotinductor``) picks how LAMMPS runs the model core."""
     return _export(model_path, output, dtype, device, head, engine)[0]
 
 
@@ -153,9 +154,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dtype", choices=_DTYPES, default="float64", help="precision of the exported model")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs in LAMMPS")
     parser.add_argument("--head", default=None, help="head of a multi-head model (default: the last)")
-    parser.add_argument("--engine", choices=("torchscript", "eager"), default="torchscript",
-                        help="run the model core as TorchScript (default) or as the eager module (needs this plugin "
-                             "in LAMMPS' Python either way)")
+    parser.add_argument("--engine", choices=("torchscript", "eager", "aotinductor"), default="torchscript",
+                        help="run the model core as TorchScript (default), as the eager module, or compiled ahead of "
+                             "time by torch.export + AOTInductor (a minute or more at export; native code for this "
+                             "torch version and device). LAMMPS' Python needs this plugin in every case")
     parser.add_argument("--types", type=_element_list, default=None, metavar="EL1,EL2,...",
                         help="the element of each atom type of your LAMMPS data, in type order (type 1 first), for "
                              "the printed pair_coeff line; without it the line is a template")

@@ -5,8 +5,10 @@ LAMMPS reads a file whose name does not end in ``.pt``/``.pth`` with plain ``pic
 which imports this module, so no ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is needed in the
 LAMMPS process. The model core inside is TorchScript (loaded with ``torch.jit.load``);
 an export with ``engine="eager"`` runs the same core as a plain ``torch.nn.Module`` built
-from the eager model in the file instead (faster or slower depending on the system;
-see benchmarks/results/lammps_engine_cpu).
+from the eager model in the file instead, and ``engine="aotinductor"`` runs the core
+compiled at export by ``torch.export`` + AOTInductor (:mod:`lammps_interface._aot`;
+native code for one torch version and device type). Which is fastest depends on the
+system: see benchmarks/results/lammps_engine_cpu.
 
 Two execution paths:
 
@@ -88,9 +90,11 @@ __all__ = [
 #: Bumped when the pickled state changes incompatibly.
 FORMAT_VERSION = 1
 
-#: How the plain path runs the model core: the TorchScript core, or the eager core built
-#: from the eager model in the file (files written before engines existed: torchscript).
-ENGINES = ("torchscript", "eager")
+#: How the plain path runs the model core: the TorchScript core, the eager core built
+#: from the eager model in the file, or the core compiled ahead of time by torch.export +
+#: AOTInductor at export (native code for one torch version and device type; see
+#: :mod:`lammps_interface._aot`). Files written before engines existed: torchscript.
+ENGINES = ("torchscript", "eager", "aotinductor")
 
 #: Every element LAMMPS may name in ``pair_coeff``; the model's own subset is checked at
 #: the first force call, so an unknown element gets a message naming the model's elements.
@@ -249,6 +253,11 @@ def load_safe_model(
 
     if dtype not in ("float64", "float32"):
         raise LAMMPSInterfaceError(f"dtype must be float64 or float32, not {dtype!r}")
+    if engine == "aotinductor":  # minutes of compiling on every rank at each start
+        raise LAMMPSInterfaceError(
+            "engine aotinductor compiles at export, not when LAMMPS starts: export the model with "
+            "mace_gaunt_create_lammps_model --engine aotinductor and use that file"
+        )
     try:
         model = load_model(path, dtype=dtype)
     except SafeModelFileError as exc:
@@ -317,6 +326,8 @@ class MACEGauntMLIAP(MLIAPUnified):
         head: str,
         engine: str = "torchscript",
         live: Optional[tuple[torch.nn.Module, torch.nn.Module]] = None,
+        num_interactions: Optional[int] = None,
+        aot: Optional[tuple[bytes, list[float]]] = None,
     ) -> None:
         super().__init__(None, ELEMENT_TYPES, 1, 1, 0.5 * float(r_max))
         if engine not in ENGINES:
@@ -335,6 +346,15 @@ class MACEGauntMLIAP(MLIAPUnified):
             "head": head,
             "engine": engine,
         }
+        if num_interactions is not None:
+            self._state["num_interactions"] = int(num_interactions)
+        if engine == "aotinductor":
+            if aot is None:
+                raise LAMMPSInterfaceError("engine aotinductor needs the compiled package (aot)")
+            self._state.update(
+                aot_bytes=aot[0], aot_sha256=_sha256(aot[0]), aot_torch=torch.__version__, aot_device=device,
+                aot_isolated_energies=list(aot[1]),
+            )
         self._setup(live)
 
     # ------------------------------------------------------------------ building
@@ -374,6 +394,11 @@ class MACEGauntMLIAP(MLIAPUnified):
         core = script_core(copy.deepcopy(model), head=heads.index(head))
         buf = io.BytesIO()
         torch.jit.save(core, buf)
+        aot = None
+        if engine == "aotinductor":
+            from ._aot import compile_core
+
+            aot = compile_core(model, heads.index(head), device)
         # the objects just serialised run the model: nothing is read back from the bytes
         return cls(
             core_bytes=buf.getvalue(),
@@ -386,6 +411,8 @@ class MACEGauntMLIAP(MLIAPUnified):
             head=head,
             engine=engine,
             live=(core, model),
+            num_interactions=int(model.num_interactions),
+            aot=aot,
         )
 
     # ------------------------------------------------------------ (un)pickling
@@ -399,8 +426,8 @@ class MACEGauntMLIAP(MLIAPUnified):
                 f"model file format {found!r} is not the one this lammps_interface reads "
                 f"({FORMAT_VERSION}); re-export it with mace_gaunt_create_lammps_model"
             )
-        for key in ("core", "eager"):
-            if _sha256(state[f"{key}_bytes"]) != state[f"{key}_sha256"]:
+        for key in ("core", "eager", "aot"):
+            if f"{key}_bytes" in state and _sha256(state[f"{key}_bytes"]) != state.get(f"{key}_sha256"):
                 raise ModelFileError(f"model file is corrupt (checksum of its {key} model differs); re-export it")
         MLIAPUnified.__init__(self, None, ELEMENT_TYPES, 1, 1, 0.5 * state["r_max"])
         self._state = state
@@ -422,6 +449,12 @@ class MACEGauntMLIAP(MLIAPUnified):
             model = self._eager_model()
             heads = list(getattr(model, "heads", None) or ["Default"])
             self._core = MACEEdgeCore(model, head=heads.index(st["head"]))
+        elif self.engine == "aotinductor":
+            from ._aot import AOTCore
+
+            if "aot_bytes" not in st:
+                raise ModelFileError("model file names engine aotinductor but holds no compiled core; re-export it")
+            self._core = AOTCore(st["aot_bytes"], st["aot_torch"], st["aot_device"], st["aot_isolated_energies"], st["dtype"])
         else:
             try:
                 self._core = torch.jit.load(io.BytesIO(st["core_bytes"]), map_location="cpu")
@@ -441,8 +474,9 @@ class MACEGauntMLIAP(MLIAPUnified):
         self.dtype = st["dtype"]
         self.device = st["device"]
         #: n_interactions x r_max: how far a local atom's energy sees (the ghost-shell minimum)
-        self.receptive_field = float(int(self._core.model.num_interactions) * st["r_max"])
-        forward = getattr(self._core.forward, "schema", None)
+        n_interactions = st["num_interactions"] if "num_interactions" in st else int(self._core.model.num_interactions)
+        self.receptive_field = float(n_interactions * st["r_max"])
+        forward = getattr(getattr(self._core, "forward", None), "schema", None)
         # cores exported before the several-ranks path differentiate every node's energy
         self._core_takes_n_energy = forward is None or any(a.name == "n_energy" for a in forward.arguments)
 

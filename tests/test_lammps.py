@@ -96,15 +96,17 @@ def test_lammps_matches_ase(backend: str, structure: str, models, bpa_atoms) -> 
         _assert_close(key, got[key], ref[key])
 
 
+@pytest.mark.parametrize("engine", ["eager", "aotinductor"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("structure", ["fcc_cu_108", "triclinic_self_images"])
-def test_eager_engine_matches_ase(backend: str, structure: str) -> None:
-    """``--engine eager`` runs the same core without TorchScript: same exactness."""
+def test_other_engines_match_ase(backend: str, structure: str, engine: str) -> None:
+    """``--engine eager`` runs the same core without TorchScript, ``--engine
+    aotinductor`` the core compiled ahead of time: same exactness."""
     from lammps_interface import load_model_file
 
-    model_path, model_file = exported_model(backend, engine="eager")
+    model_path, model_file = exported_model(backend, engine=engine)
     wrapper = load_model_file(str(model_file))
-    assert wrapper.engine == "eager" and not isinstance(wrapper._core, torch.jit.ScriptModule)
+    assert wrapper.engine == engine and not isinstance(wrapper._core, torch.jit.ScriptModule)
     atoms, elements = (_fcc_cu(), ["Cu"]) if structure == "fcc_cu_108" else (_triclinic(), ["Cu", "O"])
     ref = harness.ase_reference(str(model_path), atoms)
     got = harness.single_point(str(model_file), atoms, elements)

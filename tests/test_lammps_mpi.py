@@ -1,7 +1,7 @@
 """LAMMPS ``pair_style mliap unified`` on two MPI ranks (``mpirun -np 2``), float64, every
-registered TP backend: energy, per-atom energies, forces and virial with processor grids
-2x1x1 and 1x2x1 equal the single-rank run and the ASE ``MACECalculator`` to 1e-10
-relative, on (a) a periodic fcc Cu box whose subdomains (5.4 A) are thinner than the
+registered TP backend and the torchscript and aotinductor engines: energy, per-atom
+energies, forces and virial with processor grids 2x1x1 and 1x2x1 equal the single-rank
+run and the ASE ``MACECalculator`` to 1e-10 relative, on (a) a periodic fcc Cu box whose subdomains (5.4 A) are thinner than the
 model's receptive field (2 x r_max = 10 A) and (b) a small triclinic cell (every length
 < r_max); NVE under two ranks conserves energy; a too-thin ghost shell, missing ghost
 neighbour lists, an unknown element and a missing attach stop the run with a message.
@@ -56,6 +56,8 @@ pytestmark = pytest.mark.lammps
 RTOL = 1e-10
 BACKENDS = mgp.available_backends()
 GRIDS = ("2 1 1", "1 2 1")
+#: the TorchScript core (the default) and the one compiled ahead of time
+ENGINES = ("torchscript", "aotinductor")
 KEYS = ("energy", "energies", "forces", "virial")
 #: n_interactions x r_max of the standard test model, plus the default metal skin
 COMM_CUTOFF = 2 * 5.0 + 2.0
@@ -71,13 +73,13 @@ def _structures() -> dict[str, tuple]:
 
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory) -> dict[tuple[str, str, str], dict]:
-    """(backend, structure, grid) -> the two-rank result; every case in one mpirun."""
+    """(backend, structure, grid, engine) -> the two-rank result; every case in one mpirun."""
     keys, cases = [], []
-    for backend in BACKENDS:
-        _, model_file = exported_model(backend)
+    for backend, engine in [(b, e) for b in BACKENDS for e in ENGINES]:
+        _, model_file = exported_model(backend, engine=engine)
         for name, (atoms, elements) in _structures().items():
             for grid in GRIDS:
-                keys.append((backend, name, grid))
+                keys.append((backend, name, grid, engine))
                 cases.append(
                     {
                         "kind": "single_point",
@@ -92,27 +94,29 @@ def two_rank_results(tmp_path_factory) -> dict[tuple[str, str, str], dict]:
     return dict(zip(keys, results))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("structure", ["fcc_cu_108", "triclinic_self_images"])
-def test_two_ranks_match_one_rank_and_ase(backend: str, structure: str, two_rank_results) -> None:
-    model_path, model_file = exported_model(backend)
+def test_two_ranks_match_one_rank_and_ase(backend: str, structure: str, engine: str, two_rank_results) -> None:
+    model_path, model_file = exported_model(backend, engine=engine)
     atoms, elements = _structures()[structure]
     ref = harness.ase_reference(str(model_path), atoms)
     one = harness.single_point(str(model_file), atoms, elements)
     for grid in GRIDS:
-        got = two_rank_results[(backend, structure, grid)]
+        got = two_rank_results[(backend, structure, grid, engine)]
         for key in KEYS:
             for name, want in (("one rank", one[key]), ("ASE", ref[key])):
                 err = harness.max_relative_error(got[key], want)
                 assert err < RTOL, f"{grid} grid, {key} vs {name}: max relative deviation {err:.2e}"
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_ghost_route_on_one_rank(backend: str, monkeypatch) -> None:
+def test_ghost_route_on_one_rank(backend: str, engine: str, monkeypatch) -> None:
     """The several-ranks route (graph over local + ghost atoms) forced on one rank equals
     ASE too (triclinic: every atom sees its own images as ghosts)."""
     monkeypatch.setenv("MGP_LAMMPS_PLAIN_PATH", "ghosts")
-    model_path, model_file = exported_model(backend)
+    model_path, model_file = exported_model(backend, engine=engine)
     atoms, elements = _structures()["triclinic_self_images"]
     ref = harness.ase_reference(str(model_path), atoms)
     got = harness.single_point(str(model_file), atoms, elements, comm_cutoff=COMM_CUTOFF, ghost_lists=True)

@@ -94,9 +94,10 @@ def _cu2o():
                  cell=cell, pbc=True)
 
 
+@pytest.mark.parametrize("engine", ["torchscript", "aotinductor"])
 @pytest.mark.parametrize("backend", mgp.available_backends())
-def test_ghost_mapping_matches_ase(backend: str, exported, attached) -> None:
-    model_path, model_file = exported[backend]
+def test_ghost_mapping_matches_ase(backend: str, engine: str, exported, attached) -> None:
+    model_path, model_file = exported[backend] if engine == "torchscript" else exported_model(backend, engine=engine)
     with open(model_file, "rb") as f:
         wrapper = pickle.load(f)
     atoms = _cu2o()
@@ -213,3 +214,77 @@ class _Pickled:
 
     def __reduce__(self):
         return (object.__new__, (mu.MACEGauntMLIAP,), self.state)
+
+
+# ------------------------------------------------------------- aotinductor engine
+@pytest.mark.parametrize("backend", mgp.available_backends())
+def test_aotinductor_core_equals_torchscript_core(backend: str, exported) -> None:
+    """The compiled package computes what the TorchScript core computes, on graphs of
+    other sizes than the one it was traced on, with the energy of every node (one-rank
+    route) or of a prefix of the nodes (several-ranks route), and without edges."""
+    import torch
+
+    from lammps_interface._aot import AOTCore, _sample_graph
+
+    compiled = mu.load_model_file(str(exported_model(backend, engine="aotinductor")[1]))
+    scripted = mu.load_model_file(str(exported[backend][1]))
+    assert compiled.engine == "aotinductor" and isinstance(compiled._core, AOTCore)
+    assert compiled.receptive_field == scripted.receptive_field
+    no_edges = (torch.zeros(0, 3, dtype=torch.float64), torch.zeros(2, 0, dtype=torch.long), torch.tensor([0, 4, 1]))
+    cases = [(_sample_graph(11, 60, 5, R_MAX, torch.float64, "cpu", seed=3), n) for n in (-1, 4, 11)]
+    cases += [(_sample_graph(2, 2, 5, R_MAX, torch.float64, "cpu", seed=4), 1), (no_edges, -1), (no_edges, 2)]
+    for graph, n_energy in cases:
+        got, want = compiled._core(*graph, n_energy), scripted._core(*graph, n_energy)
+        for name, a, b in zip(("node energies", "edge forces"), got, want):
+            assert a.shape == b.shape and a.dtype == b.dtype == torch.float64, name
+            if b.numel():
+                err = float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+                assert err < 1e-12, f"{name}, {graph[2].numel()} nodes, n_energy {n_energy}: {err:.2e}"
+    # differentiating fewer nodes changes the forces (the mask is an input, not baked in)
+    g = cases[0][0]
+    assert not torch.allclose(compiled._core(*g, 4)[1], compiled._core(*g, 11)[1])
+
+
+def test_aotinductor_refusals(exported, tmp_path) -> None:
+    """Native code for another torch version, a changed package, a missing package, a
+    device the package was not compiled for, and compiling when LAMMPS starts are refused."""
+    import torch
+
+    backend = mgp.available_backends()[0]
+    state = mu.load_model_file(str(exported_model(backend, engine="aotinductor")[1])).__getstate__()
+    assert state["aot_torch"] == torch.__version__ and state["aot_device"] == "cpu"
+
+    def load(name: str, **changes):
+        edited = dict(state, **changes)
+        for key in [k for k, v in changes.items() if v is None]:
+            del edited[key]
+        (tmp_path / name).write_bytes(pickle.dumps(_Pickled(edited)))
+        return mu.load_model_file(str(tmp_path / name))
+
+    with pytest.raises(ModelFileError, match="compiled with torch 1.0.0, this process runs"):
+        load("old_torch.pkl", aot_torch="1.0.0")
+    blob = bytearray(state["aot_bytes"])
+    blob[len(blob) // 2] ^= 0xFF
+    with pytest.raises(ModelFileError, match="corrupt .checksum of its aot model"):
+        load("changed.pkl", aot_bytes=bytes(blob))
+    with pytest.raises(ModelFileError, match="holds no compiled core"):
+        load("missing.pkl", aot_bytes=None, aot_sha256=None)
+    with pytest.raises(LAMMPSInterfaceError, match="compiled for cpu, not cuda: re-export with --device cuda"):
+        load("ok.pkl")._core.to(torch.device("cuda"))
+    safe = tmp_path / "m.safetensors"
+    mgp.save_model(torch.load(exported[backend][0], weights_only=False), safe)
+    with pytest.raises(LAMMPSInterfaceError, match="compiles at export"):
+        mu.load_safe_model(str(safe), engine="aotinductor")
+
+
+def test_aotinductor_compile_errors_are_reported(tmp_path) -> None:
+    """A model the compile cannot rebuild from data fails the export with the reason."""
+    import torch
+
+    from lammps_interface._aot import compile_core
+
+    with pytest.raises(LAMMPSInterfaceError, match="rebuilds the model from its data"):
+        compile_core(torch.nn.Linear(2, 2), head=0, device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(LAMMPSInterfaceError, match="needs a CUDA GPU"):
+            compile_core(torch.nn.Linear(2, 2), head=0, device="cuda")
