@@ -13,8 +13,9 @@
 #          --backends "e3nn grid"   --steps N   --warmup N   --dtype float32|float64
 #          --no-openmp     build LAMMPS without the OPENMP package (a shorter build; the
 #                          model runs on the GPU either way)
-#          --engine torchscript|eager   how LAMMPS runs the model core (md_benchmark times
-#                          the core both ways regardless)
+#          --engine "torchscript eager aotinductor"   how LAMMPS runs the model core, one
+#                          LAMMPS run per engine named (md_benchmark times the core as
+#                          TorchScript and eager regardless, and compiled with aotinductor)
 set -euo pipefail
 trap 'echo "gpu_check.sh: error: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
@@ -94,7 +95,7 @@ EOF
     # -- exactness (float64) + MD throughput
     local work="${MGP_GPU_WORK:-/tmp/mgp-gpu-work-$mode}"
     mkdir -p "$work"
-    local args=(--backends $backends --out "$work" --steps "$steps" --warmup "$warmup" --dtype "$dtype" --engine "$engine")
+    local args=(--backends $backends --out "$work" --steps "$steps" --warmup "$warmup" --dtype "$dtype" --engine $engine)
     if [[ "$mode" == cpu ]]; then
         args+=(--device cpu --cells 2 --channels 8 --max-ell 2)
     else
@@ -105,7 +106,7 @@ EOF
         2>&1 | grep -v -e '^  return visitor' -e '^  _Jd, _W3j' -e 'torch.load(f=' -e 'cuequivariance' ) || rc=$?
     # few files back (the device tool returns at most 8): the JSON and the LAMMPS logs
     cp "$work"/lammps_md_benchmark.json "$results"/ 2>/dev/null || true
-    for b in $backends; do cp "$work/log.$b" "$results/lammps_log.$b" 2>/dev/null || true; done
+    for b in $backends; do for e in $engine; do cp "$work/log.${b}_$e" "$results/lammps_log.${b}_$e" 2>/dev/null || true; done; done
     [[ $rc -eq 0 ]] || { echo "gpu_check.sh: md_benchmark failed (exit $rc); logs in $work" >&2; exit $rc; }
     echo "== gpu_check.sh done in $((SECONDS - t_start)) s"
 }

@@ -84,7 +84,7 @@ def _model(backend: str, args: argparse.Namespace, channels: int, path: Path) ->
     torch.save(model, path)
 
 
-def _exactness(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def _exactness(backend: str, engine: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """LAMMPS (model on args.device, float64) vs ASE on CPU for a small displaced Cu box."""
     import torch
     from ase.build import bulk
@@ -96,7 +96,7 @@ def _exactness(backend: str, args: argparse.Namespace, out: Path) -> dict[str, A
 
     with default_dtype(torch.float64):
         _model(backend, args, 8, out / f"{backend}_small.model")
-    mfile = export_model(str(out / f"{backend}_small.model"), str(out / f"{backend}_small.mliap"), "float64", args.device, engine=args.engine)
+    mfile = export_model(str(out / f"{backend}_small.model"), str(out / f"{backend}_small_{engine}.mliap"), "float64", args.device, engine=engine)
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
     atoms.rattle(0.08, seed=3)
     atoms.wrap()
@@ -105,7 +105,7 @@ def _exactness(backend: str, args: argparse.Namespace, out: Path) -> dict[str, A
     return {k: harness.max_relative_error(got[k], ref[k]) for k in ("energy", "forces", "virial")}
 
 
-def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def _md(backend: str, engine: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from . import harness
     from .export import export_model
     from .mliap_unified import INPUT_DECK_LINES
@@ -113,9 +113,10 @@ def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     model_path = out / f"{backend}.model"
     t0 = time.perf_counter()
     _model(backend, args, args.channels, model_path)
-    mfile = export_model(str(model_path), str(out / f"{backend}.mliap"), args.dtype, args.device, engine=args.engine)
+    mfile = export_model(str(model_path), str(out / f"{backend}_{engine}.mliap"), args.dtype, args.device, engine=engine)
     export_s = time.perf_counter() - t0
-    deck = out / f"in.{backend}"
+    run = f"{backend}_{engine}"
+    deck = out / f"in.{run}"
     ghosts = args.ranks > 1 or args.plain_path == "ghosts"
     deck.write_text(
         DECK.format(
@@ -127,30 +128,31 @@ def _md(backend: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     lmp = harness.find_lmp()
     if lmp is None:
         raise SystemExit("no lmp executable: run lammps_interface/build_lammps.sh first")
-    log = out / f"log.{backend}"
+    log = out / f"log.{run}"
     cmd = [lmp, "-in", str(deck), "-log", str(log), "-nocite"]
     if args.ranks > 1:
         cmd = harness.mpirun_command(args.ranks) + cmd
-    timing = out / f"timing.{backend}"
+    timing = out / f"timing.{run}"
     env = harness.lmp_env({"MGP_LAMMPS_PLAIN_PATH": args.plain_path, TIMING_ENV: str(timing)})
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    (out / f"stdout.{backend}").write_text(res.stdout + res.stderr)
+    (out / f"stdout.{run}").write_text(res.stdout + res.stderr)
     if res.returncode != 0:
         sys.stdout.write(res.stdout[-4000:] + res.stderr[-4000:])
-        raise SystemExit(f"lmp failed for backend {backend} (exit {res.returncode})")
+        raise SystemExit(f"lmp failed for backend {backend}, engine {engine} (exit {res.returncode})")
     perf = re.findall(r"Performance: ([0-9.eE+-]+) ns/day, [0-9.eE+-]+ hours/ns, ([0-9.eE+-]+) timesteps/s", res.stdout)
     loops = re.findall(r"Loop time of ([0-9.eE+-]+) on \d+ procs for (\d+) steps with (\d+) atoms", res.stdout)
     num = r"[-+0-9.eE]+"
     rows = re.findall(rf"^\s*\d+\s+{num}\s+{num}\s+({num})\s+{num}\s*$", res.stdout, flags=re.M)
     etot = [float(m) for m in rows]
     if len(perf) < 2 or len(loops) < 2:
-        raise SystemExit(f"could not read LAMMPS timings for {backend}; see {out}/stdout.{backend}")
+        raise SystemExit(f"could not read LAMMPS timings for {run}; see {out}/stdout.{run}")
     natoms = int(loops[-1][2])
     ms_per_step = 1000.0 * float(loops[-1][0]) / int(loops[-1][1])
     return {
         "backend": backend,
+        "engine": engine,
         "ranks": args.ranks,
         "plain_path": args.plain_path,
         "atoms": natoms,
@@ -191,11 +193,12 @@ def _step_split(timing: Path, ranks: int, steps: int, ms_per_step: float) -> dic
     }
 
 
-def _core_split(args: argparse.Namespace, model_path: Path, repeats: int = 20) -> dict[str, float]:
-    """Milliseconds per call of the exported model core alone (TorchScript, as LAMMPS runs
-    it) and of the same core in eager mode, on graphs of the benchmark's box: LAMMPS'
-    ms/step minus these is what the wrapper and LAMMPS add. Three rattled copies are
-    cycled so that the edge count changes between calls, as it does in MD."""
+def _core_split(args: argparse.Namespace, model_path: Path, model_file: Path | None, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds per call of the model core alone, as TorchScript and in eager mode,
+    and as the compiled package of an aotinductor export ``model_file`` (if given),
+    on graphs of the benchmark's box: LAMMPS' ms/step minus these is what the wrapper and
+    LAMMPS add. Three rattled copies are cycled so that the edge count changes between
+    calls, as it does in MD."""
     import torch
     from ase.build import bulk
     from ase.neighborlist import neighbor_list
@@ -230,10 +233,17 @@ def _core_split(args: argparse.Namespace, model_path: Path, repeats: int = 20) -
             torch.cuda.synchronize()
         return 1000.0 * (time.perf_counter() - t0) / repeats
 
-    return {"scripted": round(per_call_ms(scripted), 3), "eager": round(per_call_ms(eager), 3)}
+    times = {"scripted": round(per_call_ms(scripted), 3), "eager": round(per_call_ms(eager), 3)}
+    if model_file is not None:
+        from .mliap_unified import load_model_file
+
+        times["aotinductor"] = round(per_call_ms(load_model_file(str(model_file))._core.to(dev)), 3)
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .mliap_unified import ENGINES
+
     p = argparse.ArgumentParser(prog="python -m lammps_interface.md_benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", nargs="+", default=["e3nn", "grid"])
     p.add_argument("--cells", type=int, default=8, help="fcc cubic cells per side (8: 2048 atoms)")
@@ -246,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--no-exactness", action="store_true", help="skip the float64 LAMMPS-vs-ASE check")
-    p.add_argument("--engine", choices=("torchscript", "eager"), default="torchscript", help="how LAMMPS runs the core")
-    p.add_argument("--no-core-split", action="store_true", help="skip timing the model core alone (scripted and eager)")
+    p.add_argument("--engine", nargs="+", choices=ENGINES, default=["torchscript"],
+                   help="how LAMMPS runs the core; several: one LAMMPS run each, in this order, per backend")
+    p.add_argument("--no-core-split", action="store_true",
+                   help="skip timing the model core alone (scripted, eager and with --engine aotinductor compiled)")
     p.add_argument("--ranks", type=int, default=1, help="MPI ranks (mpirun -np RANKS lmp ...)")
     p.add_argument("--plain-path", choices=("auto", "ids", "ghosts"), default="auto",
                    help="MGP_LAMMPS_PLAIN_PATH: the one-rank atom-ID route or the several-ranks ghost route")
@@ -274,26 +286,35 @@ def main(argv: list[str] | None = None) -> int:
         "exactness_float64": {},
     }
     for backend in args.backends:
-        if not args.no_exactness:
-            info["exactness_float64"][backend] = _exactness(backend, args, out)
-            print(f"[{backend}] LAMMPS vs ASE (float64, model on {args.device}): {info['exactness_float64'][backend]}", flush=True)
-        r = _md(backend, args, out)
+        for engine in args.engine:
+            if not args.no_exactness:
+                err = _exactness(backend, engine, args, out)
+                info["exactness_float64"][f"{backend}/{engine}"] = err
+                print(f"[{backend}/{engine}] LAMMPS vs ASE (float64, model on {args.device}): {err}", flush=True)
+            r = _md(backend, engine, args, out)
+            info["results"].append(r)
+            print(f"[{backend}/{engine}] {r}", flush=True)
+            (out / "lammps_md_benchmark.json").write_text(json.dumps(info, indent=2))
         if not args.no_core_split:
-            r["core_ms"] = _core_split(args, out / f"{backend}.model")
-        info["results"].append(r)
-        print(f"[{backend}] {r}", flush=True)
-        (out / "lammps_md_benchmark.json").write_text(json.dumps(info, indent=2))
-    print(f"\nLAMMPS MD, {info['device']}, {args.dtype}, model on {args.device} ({args.engine}), "
+            aot = out / f"{backend}_aotinductor.mliap" if "aotinductor" in args.engine else None
+            split = _core_split(args, out / f"{backend}.model", aot)
+            for r in info["results"]:
+                if r["backend"] == backend:
+                    r["core_ms"] = split
+            print(f"[{backend}] model core alone, ms per call: {split}", flush=True)
+            (out / "lammps_md_benchmark.json").write_text(json.dumps(info, indent=2))
+    print(f"\nLAMMPS MD, {info['device']}, {args.dtype}, model on {args.device}, "
           f"{args.channels} channels, hidden L={args.hidden_l}, max_ell {args.max_ell}, r_max {args.r_max}")
     print(f"ranks {args.ranks}, plain path {args.plain_path}")
-    print(f"{'backend':8s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'model ms':>9s} {'overhead':>9s} "
-          f"{'drift eV/atom':>14s} {'core ms (script)':>17s} {'core ms (eager)':>16s}")
+    print(f"{'backend':8s} {'engine':12s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'model ms':>9s} {'overhead':>9s} "
+          f"{'drift eV/atom':>14s} {'core ms (script)':>17s} {'core ms (eager)':>16s} {'core ms (aot)':>14s}")
     for r in info["results"]:
         drift = "-" if r["etotal_drift_ev_per_atom"] is None else f"{r['etotal_drift_ev_per_atom']:.2e}"
         core = r.get("core_ms", {})
-        print(f"{r['backend']:8s} {r['atoms']:6d} {r['ns_per_day']:9.4f} {r['ms_per_step']:9.2f} "
+        print(f"{r['backend']:8s} {r['engine']:12s} {r['atoms']:6d} {r['ns_per_day']:9.4f} {r['ms_per_step']:9.2f} "
               f"{r['model_ms_per_call']:9.2f} {100 * r['step_overhead_fraction']:8.1f}% {drift:>14s} "
-              f"{core.get('scripted', float('nan')):17.2f} {core.get('eager', float('nan')):16.2f}")
+              f"{core.get('scripted', float('nan')):17.2f} {core.get('eager', float('nan')):16.2f} "
+              f"{core.get('aotinductor', float('nan')):14.2f}")
     worst = max((max(v.values()) for v in info["exactness_float64"].values()), default=0.0)
     if worst > 1e-8:
         print(f"EXACTNESS CHECK FAILED: max relative deviation {worst:.2e} > 1e-8")
