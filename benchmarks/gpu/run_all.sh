@@ -14,7 +14,8 @@
 #   lammps  LAMMPS built from the pruned tree, LAMMPS = ASE (float64, model on the GPU),
 #           2048-atom Cu NVE MD ns/day (lammps_interface/gpu_check.sh) for the backends in
 #           MGP_GPU_LAMMPS_BACKENDS (default "e3nn grid"), once per export engine in
-#           MGP_GPU_LAMMPS_ENGINES (default "torchscript eager"; the build is reused)
+#           MGP_GPU_LAMMPS_ENGINES (default "torchscript eager"; the build is reused;
+#           "aotinductor" compiles the core on the GPU first, minutes per backend)
 #   cuda    tests/test_cuda.py: every backend, CUDA = CPU
 #   sites   bench_sites.py: conv and product sites, hidden L = 1, 2, 3
 #   model   bench_model.py --preset gpu: whole model, every backend and cuEquivariance;

@@ -10,7 +10,7 @@
 # Output in ./lammps_3bpa_run/ (model file, data file, log.lammps, 3bpa_traj.xyz).
 # Environment: NVT_STEPS, NVE_STEPS, TEMP (defaults 2000, 2000, 300); MACE_GAUNT_3BPA (the
 # 3BPA data folder, default ../shared/data/3bpa next to the repository); ENGINE
-# (torchscript or eager: how LAMMPS runs the model core, default torchscript).
+# (torchscript, eager or aotinductor: how LAMMPS runs the model core, default torchscript).
 set -euo pipefail
 
 main() {
