@@ -159,10 +159,12 @@ def _register_plugin_operators(device: torch.device) -> None:
 
 # ------------------------------------------------------------------ the child process
 def _sample_graph(n_nodes: int, n_edges: int, num_species: int, r_max: float, dtype: torch.dtype, device: str, seed: int):
-    """A graph of ``n_nodes`` atoms in a cluster well inside ``r_max`` and ``n_edges``
-    distinct directed edges among them (sizes above 1, so that none is specialised)."""
+    """A graph of ``n_nodes`` atoms in a cluster of about ``r_max`` (random points spread
+    along the diagonal, so that none coincide) and ``n_edges`` distinct directed edges
+    among them (sizes above 1, so that none is specialised)."""
     g = torch.Generator().manual_seed(seed)
-    pos = torch.rand(n_nodes, 3, generator=g, dtype=torch.float64) * (0.35 * r_max) + torch.arange(n_nodes)[:, None] * 0.2
+    diagonal = torch.arange(n_nodes, dtype=torch.float64)[:, None] * (0.05 * r_max)
+    pos = torch.rand(n_nodes, 3, generator=g, dtype=torch.float64) * (0.3 * r_max) + diagonal
     pairs = torch.tensor([(s, r) for s in range(n_nodes) for r in range(n_nodes) if s != r])
     pick = pairs[torch.randperm(len(pairs), generator=g)[:n_edges]].T.contiguous()
     vectors = (pos[pick[1]] - pos[pick[0]]).to(device)

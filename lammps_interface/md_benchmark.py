@@ -10,7 +10,9 @@ cubic fcc box, and read ns/day from LAMMPS' own ``Performance:`` line of the tim
 stdout. ``--ranks N`` runs ``lmp`` under ``mpirun -np N`` (the several-ranks route:
 ghost neighbour lists and a ghost shell of 2 x r_max plus the 2 A skin);
 ``--plain-path ghosts`` takes that route on one rank too (to compare it with the
-atom-ID route, ``ids``, which one rank uses by default).
+atom-ID route, ``ids``, which one rank uses by default). ``--engine`` names one or more
+export engines (``torchscript``, ``eager``, ``aotinductor``): one export and one LAMMPS
+run each, per backend, so their ratios come from one command.
 
 The step split comes from the same run: LAMMPS runs with ``MGP_LAMMPS_TIMING`` set, so
 the wrapper records each force call's wall time and its model call's
