@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any, Optional, Sequence
 
 import torch
@@ -120,7 +121,7 @@ class AOTCore:
         if self._runner is not None and device == self._device:
             return self
         index = -1 if device.index is None else device.index
-        _register_plugin_operators(device)
+        _register_plugin_operators()
         try:
             self._runner = torch._inductor.aoti_load_package(io.BytesIO(self._blob), device_index=index)
         except Exception as exc:  # noqa: BLE001  (the loader's own error says why)
@@ -145,23 +146,20 @@ class AOTCore:
         return node_energy, edge_forces
 
 
-def _register_plugin_operators(device: torch.device) -> None:
-    """The grid/gaunt convs are this plugin's custom operators (``mace_gaunt::quad_*``,
-    Python implementations), which a package calls by name: register them before it runs."""
+def _register_plugin_operators() -> None:
+    """The grid/gaunt convs are this plugin's custom operators (``mace_gaunt::quad_*`` and,
+    for ``kernel=triton``, ``quad_*_triton``; Python implementations, Triton imported only
+    when a kernel runs), which a package calls by name: register them before it runs."""
     import mace_gaunt_plugin.backends._conv_primitives  # noqa: F401
-
-    if device.type == "cuda":
-        try:
-            import mace_gaunt_plugin.backends._conv_triton  # noqa: F401  (kernel=triton models)
-        except ImportError:  # no Triton: a package compiled without these operators does not need them
-            pass
+    import mace_gaunt_plugin.backends._conv_triton  # noqa: F401
 
 
 # ------------------------------------------------------------------ the child process
-def _sample_graph(n_nodes: int, n_edges: int, num_species: int, r_max: float, dtype: torch.dtype, device: str, seed: int):
+def _sample_graph(n_nodes: int, n_edges: int, num_species: int, r_max: float, device: str, seed: int):
     """A graph of ``n_nodes`` atoms in a cluster of about ``r_max`` (random points spread
     along the diagonal, so that none coincide) and ``n_edges`` distinct directed edges
-    among them (sizes above 1, so that none is specialised)."""
+    among them (sizes above 1, so that none is specialised); float64 edge vectors, as the
+    wrapper passes them whatever the model's dtype."""
     g = torch.Generator().manual_seed(seed)
     diagonal = torch.arange(n_nodes, dtype=torch.float64)[:, None] * (0.05 * r_max)
     pos = torch.rand(n_nodes, 3, generator=g, dtype=torch.float64) * (0.3 * r_max) + diagonal
@@ -190,13 +188,11 @@ def _compile_here(safe_path: str, package_path: str, head: int, device: str) -> 
     core = MACEEdgeCoreExport(model, head=head).eval()
     dtype = core.r_max.dtype
     species_n, r_max = core.num_species, float(core.r_max)
-    trace_graph = _sample_graph(5, 14, species_n, r_max, dtype, device, seed=0)
-    check_graph = _sample_graph(8, 37, species_n, r_max, dtype, device, seed=1)
+    trace_graph = _sample_graph(5, 14, species_n, r_max, device, seed=0)
+    check_graph = _sample_graph(8, 37, species_n, r_max, device, seed=1)
     n_trace = torch.tensor(3, device=device)
     n_check = torch.tensor(6, device=device)
     reference = [t.clone() for t in core(*check_graph, n_check)]  # before tracing (it leaves e3nn state fake)
-
-    import time
 
     t0 = time.perf_counter()
     traced = make_fx(core, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*trace_graph, n_trace)

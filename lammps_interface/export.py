@@ -145,6 +145,8 @@ def pair_coeff_hint(model_elements: Sequence[str], types: Optional[Sequence[str]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point."""
+    from .mliap_unified import ENGINES
+
     parser = argparse.ArgumentParser(
         prog="mace_gaunt_create_lammps_model",
         description="Write a MACE model (any mace-gaunt-plugin TP backend) for LAMMPS' pair_style mliap unified.",
@@ -154,7 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dtype", choices=_DTYPES, default="float64", help="precision of the exported model")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs in LAMMPS")
     parser.add_argument("--head", default=None, help="head of a multi-head model (default: the last)")
-    parser.add_argument("--engine", choices=("torchscript", "eager", "aotinductor"), default="torchscript",
+    parser.add_argument("--engine", choices=ENGINES, default="torchscript",
                         help="run the model core as TorchScript (default), as the eager module, or compiled ahead of "
                              "time by torch.export + AOTInductor (a minute or more at export; native code for this "
                              "torch version and device). LAMMPS' Python needs this plugin in every case")

@@ -426,8 +426,8 @@ class MACEGauntMLIAP(MLIAPUnified):
                 f"model file format {found!r} is not the one this lammps_interface reads "
                 f"({FORMAT_VERSION}); re-export it with mace_gaunt_create_lammps_model"
             )
-        for key in ("core", "eager", "aot"):
-            if f"{key}_bytes" in state and _sha256(state[f"{key}_bytes"]) != state.get(f"{key}_sha256"):
+        for key in ("core", "eager") + (("aot",) if "aot_bytes" in state else ()):
+            if _sha256(state[f"{key}_bytes"]) != state.get(f"{key}_sha256"):
                 raise ModelFileError(f"model file is corrupt (checksum of its {key} model differs); re-export it")
         MLIAPUnified.__init__(self, None, ELEMENT_TYPES, 1, 1, 0.5 * state["r_max"])
         self._state = state

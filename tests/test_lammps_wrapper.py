@@ -231,8 +231,8 @@ def test_aotinductor_core_equals_torchscript_core(backend: str, exported) -> Non
     assert compiled.engine == "aotinductor" and isinstance(compiled._core, AOTCore)
     assert compiled.receptive_field == scripted.receptive_field
     no_edges = (torch.zeros(0, 3, dtype=torch.float64), torch.zeros(2, 0, dtype=torch.long), torch.tensor([0, 4, 1]))
-    cases = [(_sample_graph(11, 60, 5, R_MAX, torch.float64, "cpu", seed=3), n) for n in (-1, 4, 11)]
-    cases += [(_sample_graph(2, 2, 5, R_MAX, torch.float64, "cpu", seed=4), 1), (no_edges, -1), (no_edges, 2)]
+    cases = [(_sample_graph(11, 60, 5, R_MAX, "cpu", seed=3), n) for n in (-1, 4, 11)]
+    cases += [(_sample_graph(2, 2, 5, R_MAX, "cpu", seed=4), 1), (no_edges, -1), (no_edges, 2)]
     for graph, n_energy in cases:
         got, want = compiled._core(*graph, n_energy), scripted._core(*graph, n_energy)
         for name, a, b in zip(("node energies", "edge forces"), got, want):
