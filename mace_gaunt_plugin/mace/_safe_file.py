@@ -476,33 +476,23 @@ def default_converted_path(model_path: str) -> str:
     return stem + SAFE_SUFFIX
 
 
-def _is_torchscript_archive(path: str) -> bool:
-    """True for a ``torch.jit.save`` file (a zip with ``constants.pkl`` and ``code/``), which
-    ``torch.load`` would hand to ``torch.jit.load`` with a warning."""
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
-
-
 def convert_model(model_path: PathLike, output: Optional[PathLike] = None) -> str:
     """Read a pickled ``.model`` file (UNPICKLES IT: it runs any code the file contains;
-    convert only files you trust) and write it as a safe model file. Returns the output path."""
+    convert only files you trust) and write it as a safe model file. Returns the output path.
+
+    The output must be named ``*.safetensors`` and must not be the input; both are checked,
+    and the output's folder too, before the input is read."""
+    from ._model_file import ModelInputError, check_output, read_pickled_model
+
     model_path = os.fspath(model_path)
     out = os.fspath(output) if output is not None else default_converted_path(model_path)
-    if not os.path.isfile(model_path):
-        raise SafeModelFileError(f"model file {model_path!r} does not exist")
-    compiled = f"{model_path!r} is a TorchScript archive; give the eager .model file, not *_compiled.model"
-    if _is_torchscript_archive(model_path):
-        raise SafeModelFileError(compiled)
-    model = torch.load(model_path, map_location="cpu", weights_only=False)  # the one pickle we open, on purpose
-    if isinstance(model, torch.jit.ScriptModule):
-        raise SafeModelFileError(compiled)
-    if not isinstance(model, torch.nn.Module):
-        raise SafeModelFileError(f"{model_path!r} holds a {type(model).__name__}; give the eager .model file, not *_compiled.model")
+    try:
+        if not os.path.isfile(model_path):
+            raise ModelInputError(f"model file {model_path!r} does not exist")
+        check_output(model_path, out, suffixes=(SAFE_SUFFIX,), refused=(), what="a safe model file")
+        model = read_pickled_model(model_path, "mace_gaunt_convert_model")  # the one pickle we open, on purpose
+    except ModelInputError as exc:
+        raise SafeModelFileError(str(exc)) from None
     return save_model(model, out)
 
 
