@@ -316,8 +316,10 @@ def test_without_the_option_training_is_stock(tiny_xyz: Path, tmp_path: Path) ->
         (["--tp-backend", BACKEND, "--tp-option", "sparsity=0.5"], "8x0e+8x1o", f"TP backend '{BACKEND}' does not take option(s) 'sparsity'"),
         (["--tp-backend", BACKEND], "16x0e+16x1e", "without natural parity (1e)"),
         (["--tp-backend", BACKEND, "--enable_cueq", "True"], "8x0e+8x1o", "cannot be combined with --enable_cueq"),
+        (["--tp-backend", BACKEND, "--tp-option", "kernel=triton"], "8x0e+8x1o", "kernel='triton' cannot run here"),
+        (["--tp-backend", "sparse", "--tp-option", f"seed={1 << 64}"], "8x0e+8x1o", "seed must fit in 64 bits"),
     ],
-    ids=["unknown-backend", "unknown-option", "incompatible-irreps", "cueq"],
+    ids=["unknown-backend", "unknown-option", "incompatible-irreps", "cueq", "triton-without-cuda", "seed-beyond-64-bits"],
 )
 def test_bad_input_is_refused_with_nothing_written(extra: list, hidden: str, message: str, tiny_xyz: Path, tmp_path: Path) -> None:
     before = _files(tmp_path)

@@ -15,9 +15,11 @@ What :func:`main` does
    every registered backend and its options).
 2. Checks, before anything is written (exit status 2 and a one-line reason otherwise):
    the backend exists, takes the options given, accepts the model configuration
-   (``TPBackend.check_model_config``); the ``--restart_latest`` checkpoint (only the one
-   MACE will resume is opened, with ``weights_only=True``) holds the same backend and options (without ``--tp-backend`` a restart resumes with the checkpoint's
-   backend); no cuEquivariance/OpenEquivariance conversion and no foundation-model
+   (``TPBackend.check_model_config``) and can run on ``--device``
+   (``TPBackend.check_device``: e.g. ``kernel=triton`` needs Triton and CUDA); the
+   ``--restart_latest`` checkpoint (only the one MACE will resume is opened, with
+   ``weights_only=True``) holds the same backend and options (without ``--tp-backend`` a
+   restart resumes with the checkpoint's backend); no cuEquivariance/OpenEquivariance conversion and no foundation-model
    fine-tuning with a plugin backend (both rebuild the model from its config, which
    would silently drop the backend); a ``--foundation_model`` file that is itself a
    plugin model is refused too.
@@ -379,6 +381,8 @@ def preflight(args: argparse.Namespace) -> Optional[BackendChoice]:
     _check_foundation(args, choice.name)
     if plugin and checked is not None:
         check_model_config(backend, choice.options, _model_config(checked))
+    if plugin:
+        backend.check_device(choice.options, str(getattr(args, "device", "cpu")))
 
     return choice
 
