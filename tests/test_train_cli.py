@@ -309,6 +309,44 @@ def test_without_the_option_training_is_stock(tiny_xyz: Path, tmp_path: Path) ->
     assert _files(tmp_path) == before
 
 
+def test_a_stock_run_replaces_the_safe_file_an_earlier_plugin_run_left(trained: Path, tiny_xyz: Path, tmp_path: Path) -> None:
+    """A grid run, then a stock run with the same --name: NAME.safetensors must not keep the
+    grid model next to the new e3nn NAME.model (issue 24, defect 4)."""
+    import shutil
+
+    import torch
+
+    import mace_gaunt_plugin as mgp
+
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    assert mgp.backend_of(mgp.load_model(workdir / "tiny.safetensors")) == BACKEND
+    _ok(_run([MACE_RUN_TRAIN, *_train_args(workdir, tiny_xyz)]))
+    model = torch.load(workdir / "tiny.model", weights_only=False)
+    assert mgp.backend_of(model) == "e3nn"
+    safe = mgp.load_model(workdir / "tiny.safetensors")
+    assert mgp.backend_of(safe) == "e3nn"
+    for key, value in model.state_dict().items():
+        assert torch.equal(safe.state_dict()[key], value), key
+    log = (workdir / "logs" / "tiny_run-1.log").read_text()
+    assert f"held a model of an earlier run (TP backend '{BACKEND}'); replacing it by this run's model" in log
+
+
+def test_a_safe_file_that_cannot_be_rewritten_is_not_left_stale(tmp_path: Path, caplog) -> None:
+    """When this run's model cannot be written as a safe model file, an earlier run's
+    NAME.safetensors is removed rather than left to pass for this run's model."""
+    import torch
+
+    from mace_gaunt_plugin.mace._train import _write_safe_twin
+
+    stale = tmp_path / "tiny.safetensors"
+    stale.write_bytes(b"an earlier run's model")
+    with caplog.at_level("WARNING"):
+        _write_safe_twin(torch.nn.Linear(2, 2), tmp_path / "tiny.model")  # save_model refuses a Linear
+    assert not stale.exists()
+    assert "Could not write the safe model file" in caplog.text and "written by an earlier run" in caplog.text
+
+
 @pytest.mark.parametrize(
     "extra, hidden, message",
     [
