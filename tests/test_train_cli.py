@@ -136,6 +136,17 @@ def test_mace_eval_configs_on_the_saved_model(trained: Path, tiny_xyz: Path, loa
     _ok(_run(cmd))
     energies = [a.info["MACE_energy"] for a in ase.io.read(out, ":")]
     np.testing.assert_allclose(energies, loaded["energies"]["pickled"], rtol=0, atol=1e-8)
+    # a safe model file: a clear refusal with what to do, no traceback (issue 24, defect 8)
+    for args in (["--model", str(trained / "tiny.safetensors")], ["--model", str(trained / "tiny.safetensors"), "--device", "cpu"]):
+        cmd = [str(BIN / "mace_eval_configs"), "--configs", str(tiny_xyz), "--output", str(tmp_path / "safe.xyz"), *args]
+        proc = _run(cmd)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "mace_eval_configs: error:" in proc.stderr and "is a safe model file" in proc.stderr, proc.stderr
+        assert "safe_calculator" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = _run([sys.executable, "-m", "mace.cli.eval_configs", "--configs", str(tiny_xyz), "--model",
+                 str(trained / "tiny.safetensors"), "--output", str(tmp_path / "m.xyz")])  # fmt: skip
+    assert proc.returncode == 2 and "is a safe model file" in proc.stderr, proc.stderr
+    assert not (tmp_path / "safe.xyz").exists() and not (tmp_path / "m.xyz").exists()
 
 
 CALCULATOR = """
