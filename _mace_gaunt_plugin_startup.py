@@ -9,7 +9,10 @@ when Python starts. This module only puts a small finder at the front of
 When, and only when, ``mace.cli.run_train`` is imported, the finder lets the normal
 import run and then calls ``mace_gaunt_plugin.mace._train.install(module)``, which
 replaces the module's ``main`` (what the ``mace_run_train`` console script calls) by one
-that understands ``--tp-backend`` and ``--tp-option``. Nothing else in MACE is touched.
+that understands ``--tp-backend`` and ``--tp-option``. Likewise for
+``mace.cli.eval_configs`` (``mace_eval_configs``), whose ``main`` then refuses a safe
+model file with a message saying what to do (``mace_gaunt_plugin.mace._eval``). Nothing
+else in MACE is touched.
 
 ``python -m mace.cli.run_train`` does not import the module: runpy asks the loader for
 its code and runs that as ``__main__``. While the interpreter is locating a ``-m``
@@ -31,6 +34,10 @@ import os
 import sys
 
 TARGET = "mace.cli.run_train"
+#: MACE modules the finder answers for, and the plugin module whose ``install(module)``
+#: is called once each is imported (``mace_eval_configs`` only gets a clear refusal of
+#: safe model files, which it cannot read).
+TARGETS = {TARGET: "mace_gaunt_plugin.mace._train", "mace.cli.eval_configs": "mace_gaunt_plugin.mace._eval"}
 DISABLE_ENV = "MACE_GAUNT_PLUGIN_DISABLE"
 
 
@@ -50,7 +57,7 @@ class _PatchingLoader:
 
     def get_code(self, fullname: str) -> object:
         if sys.argv[:1] == ["-m"]:  # runpy is locating ``python -m mace.cli.run_train``
-            source = f"import {TARGET} as _run_train\n_run_train.main()\n"
+            source = f"import {fullname} as _target\n_target.main()\n"
             return compile(source, self._loader.get_filename(fullname), "exec")  # type: ignore[attr-defined]
         return self._loader.get_code(fullname)  # type: ignore[attr-defined]
 
@@ -59,16 +66,16 @@ class _PatchingLoader:
 
     def exec_module(self, module: object) -> None:
         self._loader.exec_module(module)  # type: ignore[attr-defined]
-        from mace_gaunt_plugin.mace._train import install
+        import importlib
 
-        install(module)
+        importlib.import_module(TARGETS[module.__name__]).install(module)  # type: ignore[attr-defined]
 
 
 class RunTrainFinder:
-    """Meta-path finder that answers for ``mace.cli.run_train`` only."""
+    """Meta-path finder that answers for the modules in :data:`TARGETS` only."""
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
-        if fullname != TARGET:
+        if fullname not in TARGETS:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

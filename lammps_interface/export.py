@@ -58,9 +58,8 @@ def export_model(
 def _read_model(model_path: str, dtype: str) -> Any:
     """The eager model at ``model_path``: a ``*.safetensors`` file is rebuilt from data and
     never unpickled; anything else is read as the pickled ``.model`` the user named
-    (weights_only=False: a pickled module needs it)."""
-    import torch
-
+    (weights_only=False: a pickled module needs it), after a look at its first bytes
+    that names what it is if it is not one."""
     from mace_gaunt_plugin.mace._safe_file import SAFE_SUFFIX, SafeModelFileError, is_safe_model_file, load_model
 
     if model_path.endswith(SAFE_SUFFIX):  # by name, so that a file named *.safetensors is never unpickled
@@ -73,24 +72,45 @@ def _read_model(model_path: str, dtype: str) -> Any:
             return load_model(model_path, dtype=dtype)
         except SafeModelFileError as exc:
             raise LAMMPSInterfaceError(str(exc)) from None
+    from mace_gaunt_plugin.mace._model_file import ModelInputError, read_pickled_model
+
     try:
-        model = torch.load(model_path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise LAMMPSInterfaceError(
-            f"could not read {model_path!r} as a saved MACE model ({type(exc).__name__}: {exc}); give the "
-            "eager .model file (torch.save of the module) or a safe model file, not *_compiled.model"
-        ) from exc
-    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.jit.ScriptModule):
-        raise LAMMPSInterfaceError(
-            f"{model_path!r} holds a {type(model).__name__}; give the eager .model file, not *_compiled.model"
-        )
-    return model
+        return read_pickled_model(model_path, "mace_gaunt_create_lammps_model")
+    except ModelInputError as exc:
+        raise LAMMPSInterfaceError(str(exc)) from None
+
+
+def _model_elements(model: Any) -> list[str]:
+    """Element symbols of the model's atomic numbers, in the model's order."""
+    from ase.data import chemical_symbols
+
+    return [chemical_symbols[int(z)] for z in model.atomic_numbers]
+
+
+def _check_output(model_path: str, output: str) -> None:
+    """Refuse an output that is the input, that is named like a model file (it will hold a
+    pickled ML-IAP wrapper) or that cannot be written."""
+    from mace_gaunt_plugin.mace._model_file import ModelInputError, check_output
+
+    try:
+        check_output(model_path, output, suffixes=(), refused=(".safetensors", ".model"),
+                     what="a pickled ML-IAP wrapper for LAMMPS (not a safe model file or a MACE .model); name it e.g. "
+                          "model.mliap or model.pkl")  # fmt: skip
+    except ModelInputError as exc:
+        raise LAMMPSInterfaceError(str(exc)) from None
 
 
 def _export(
-    model_path: str, output: Optional[str], dtype: str, device: str, head: Optional[str], engine: str
+    model_path: str,
+    output: Optional[str],
+    dtype: str,
+    device: str,
+    head: Optional[str],
+    engine: str,
+    types: Optional[Sequence[str]] = None,
 ) -> tuple[str, Any]:
-    """:func:`export_model`, also returning the wrapper written."""
+    """:func:`export_model`, also returning the wrapper written; ``types`` (the element of
+    each LAMMPS atom type) is checked against the model's elements before the export."""
     import pickle
 
     import torch
@@ -111,7 +131,10 @@ def _export(
         raise LAMMPSInterfaceError(f"engine must be one of {ENGINES}, not {engine!r}")
     if not os.path.isfile(model_path):
         raise LAMMPSInterfaceError(f"model file {model_path!r} does not exist")
+    _check_output(model_path, output)
     model = _read_model(model_path, dtype)
+    if types is not None:  # before the (slow) export and before anything is written
+        pair_coeff_hint(_model_elements(model), types)
     wrapper = MACEGauntMLIAP.from_model(model, dtype=getattr(torch, dtype), device=device, head=head, engine=engine)
     write_atomically(output, lambda f: pickle.dump(wrapper, f, protocol=pickle.HIGHEST_PROTOCOL))
     return output, wrapper
@@ -165,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "the printed pair_coeff line; without it the line is a template")
     args = parser.parse_args(argv)
     try:
-        out, wrapper = _export(args.model, args.output, args.dtype, args.device, args.head, args.engine)
+        out, wrapper = _export(args.model, args.output, args.dtype, args.device, args.head, args.engine, args.types)
         pair_coeff = pair_coeff_hint(wrapper.model_elements, args.types)
     except LAMMPSInterfaceError as exc:
         print(f"mace_gaunt_create_lammps_model: error: {exc}", file=sys.stderr)
@@ -179,9 +202,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _element_list(text: str) -> list[str]:
-    items = [t for t in text.replace(",", " ").split() if t]
-    if not items:
-        raise argparse.ArgumentTypeError("give at least one element, e.g. C,H,N,O")
+    items = [t.strip() for t in text.split(",")] if "," in text else text.split()
+    if not items or any(not t for t in items):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one element per atom type, none empty, e.g. C,H,N,O")
     return items
 
 

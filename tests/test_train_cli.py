@@ -136,6 +136,17 @@ def test_mace_eval_configs_on_the_saved_model(trained: Path, tiny_xyz: Path, loa
     _ok(_run(cmd))
     energies = [a.info["MACE_energy"] for a in ase.io.read(out, ":")]
     np.testing.assert_allclose(energies, loaded["energies"]["pickled"], rtol=0, atol=1e-8)
+    # a safe model file: a clear refusal with what to do, no traceback (issue 24, defect 8)
+    for args in (["--model", str(trained / "tiny.safetensors")], ["--model", str(trained / "tiny.safetensors"), "--device", "cpu"]):
+        cmd = [str(BIN / "mace_eval_configs"), "--configs", str(tiny_xyz), "--output", str(tmp_path / "safe.xyz"), *args]
+        proc = _run(cmd)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "mace_eval_configs: error:" in proc.stderr and "is a safe model file" in proc.stderr, proc.stderr
+        assert "safe_calculator" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = _run([sys.executable, "-m", "mace.cli.eval_configs", "--configs", str(tiny_xyz), "--model",
+                 str(trained / "tiny.safetensors"), "--output", str(tmp_path / "m.xyz")])  # fmt: skip
+    assert proc.returncode == 2 and "is a safe model file" in proc.stderr, proc.stderr
+    assert not (tmp_path / "safe.xyz").exists() and not (tmp_path / "m.xyz").exists()
 
 
 CALCULATOR = """
@@ -309,6 +320,44 @@ def test_without_the_option_training_is_stock(tiny_xyz: Path, tmp_path: Path) ->
     assert _files(tmp_path) == before
 
 
+def test_a_stock_run_replaces_the_safe_file_an_earlier_plugin_run_left(trained: Path, tiny_xyz: Path, tmp_path: Path) -> None:
+    """A grid run, then a stock run with the same --name: NAME.safetensors must not keep the
+    grid model next to the new e3nn NAME.model (issue 24, defect 4)."""
+    import shutil
+
+    import torch
+
+    import mace_gaunt_plugin as mgp
+
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    assert mgp.backend_of(mgp.load_model(workdir / "tiny.safetensors")) == BACKEND
+    _ok(_run([MACE_RUN_TRAIN, *_train_args(workdir, tiny_xyz)]))
+    model = torch.load(workdir / "tiny.model", weights_only=False)
+    assert mgp.backend_of(model) == "e3nn"
+    safe = mgp.load_model(workdir / "tiny.safetensors")
+    assert mgp.backend_of(safe) == "e3nn"
+    for key, value in model.state_dict().items():
+        assert torch.equal(safe.state_dict()[key], value), key
+    log = (workdir / "logs" / "tiny_run-1.log").read_text()
+    assert f"held a model of an earlier run (TP backend '{BACKEND}'); replacing it by this run's model" in log
+
+
+def test_a_safe_file_that_cannot_be_rewritten_is_not_left_stale(tmp_path: Path, caplog) -> None:
+    """When this run's model cannot be written as a safe model file, an earlier run's
+    NAME.safetensors is removed rather than left to pass for this run's model."""
+    import torch
+
+    from mace_gaunt_plugin.mace._train import _write_safe_twin
+
+    stale = tmp_path / "tiny.safetensors"
+    stale.write_bytes(b"an earlier run's model")
+    with caplog.at_level("WARNING"):
+        _write_safe_twin(torch.nn.Linear(2, 2), tmp_path / "tiny.model")  # save_model refuses a Linear
+    assert not stale.exists()
+    assert "Could not write the safe model file" in caplog.text and "written by an earlier run" in caplog.text
+
+
 @pytest.mark.parametrize(
     "extra, hidden, message",
     [
@@ -316,8 +365,10 @@ def test_without_the_option_training_is_stock(tiny_xyz: Path, tmp_path: Path) ->
         (["--tp-backend", BACKEND, "--tp-option", "sparsity=0.5"], "8x0e+8x1o", f"TP backend '{BACKEND}' does not take option(s) 'sparsity'"),
         (["--tp-backend", BACKEND], "16x0e+16x1e", "without natural parity (1e)"),
         (["--tp-backend", BACKEND, "--enable_cueq", "True"], "8x0e+8x1o", "cannot be combined with --enable_cueq"),
+        (["--tp-backend", BACKEND, "--tp-option", "kernel=triton"], "8x0e+8x1o", "kernel='triton' cannot run here"),
+        (["--tp-backend", "sparse", "--tp-option", f"seed={1 << 64}"], "8x0e+8x1o", "seed must fit in 64 bits"),
     ],
-    ids=["unknown-backend", "unknown-option", "incompatible-irreps", "cueq"],
+    ids=["unknown-backend", "unknown-option", "incompatible-irreps", "cueq", "triton-without-cuda", "seed-beyond-64-bits"],
 )
 def test_bad_input_is_refused_with_nothing_written(extra: list, hidden: str, message: str, tiny_xyz: Path, tmp_path: Path) -> None:
     before = _files(tmp_path)

@@ -4,13 +4,15 @@ engine (see :mod:`._sphere_sites`)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 import torch
 from e3nn import o3
 
-from ..errors import UnsupportedIrrepsError
+from ..errors import BackendOptionError, UnsupportedIrrepsError
+from ._conv_triton import triton_unavailable_reason
 from ._sphere_sites import (
     CONV_KERNELS,
     CONV_WEIGHTS,
@@ -72,6 +74,19 @@ class SphereBackend(TPBackend):
     on the sphere are computed; everything else is shared."""
 
     engine_factory: Optional[Callable[[EngineSpec], torch.nn.Module]] = None
+
+    def check_device(self, options: Mapping[str, Any], device: str) -> None:
+        """``kernel=triton`` needs Triton and CUDA tensors (or Triton's interpreter)."""
+        if options.get("kernel") != "triton" or not _uses(options, "conv"):
+            return
+        why = triton_unavailable_reason()
+        if why is None and not str(device).startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
+            why = f"the run's --device is {device!r}, and the Triton kernels run on CUDA tensors only"
+        if why is not None:
+            raise BackendOptionError(
+                f"TP backend {self.name!r}: kernel='triton' cannot run here: {why}. Use --tp-option kernel=torch "
+                "(or leave kernel=auto, which takes the fastest kernel available on the device)"
+            )
 
     def engine_for(self, options: Mapping[str, Any]) -> Callable[[EngineSpec], torch.nn.Module]:
         """The engine factory for these options (override to pass engine options on)."""

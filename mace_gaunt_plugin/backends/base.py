@@ -214,6 +214,10 @@ class TPBackend:
         """Refuse, before anything is built or written, a MACE model config this backend
         cannot represent (``config`` holds MACE constructor arguments). Default: accept."""
 
+    def check_device(self, options: Mapping[str, Any], device: str) -> None:
+        """Refuse, before training loads any data, options that cannot run on ``device``
+        (``"cpu"``, ``"cuda"``, ... as given to ``mace_run_train --device``). Default: accept."""
+
     # Training hooks, called by the mace_run_train integration (mace_gaunt_plugin.mace).
     # Backends whose modules change during training (``sparse``) override them.
 

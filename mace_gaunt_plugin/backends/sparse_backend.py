@@ -66,11 +66,25 @@ def _epochs(value: Any) -> int:
     return n
 
 
+def _seed(value: Any) -> int:
+    """A seed TorchScript and torch generators can hold: a whole number in the int64 range."""
+    if isinstance(value, bool):
+        raise ValueError("a seed is a whole number, not a boolean")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("a seed is a whole number")
+        value = int(value)
+    n = int(value)
+    if not -(1 << 63) <= n < (1 << 63):
+        raise ValueError("a seed must fit in 64 bits (-2**63 <= seed < 2**63)")
+    return n
+
+
 OPTIONS = (
     Option("sparsity", 0.5, "fraction of CG paths per conv layer to drop, in [0, 1)", _sparsity),
     Option("random_epochs", 10, "phase 1 length (epochs): a random path subset every training step", _epochs),
     Option("gated_epochs", 10, "phase 2 length (epochs): the top paths by learned gate every step; then frozen", _epochs),
-    Option("seed", 0, "seed of the phase-1 random path subsets", int),
+    Option("seed", 0, "seed of the phase-1 random path subsets (fits in 64 bits)", _seed),
 )
 
 

@@ -43,6 +43,7 @@ import torch
 from .._atomic_write import write_atomically
 from ..errors import BackendError
 from ._build import backend_of
+from ._safe_limits import check_caps, check_config
 
 __all__ = [
     "FORMAT",
@@ -200,11 +201,56 @@ def _float_dtype(model: torch.nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that refuses a JSON object naming a key twice (two JSON
+    parsers could then read one file as two different models)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _parse_header(text: str, path: str) -> Any:
+    """The JSON header, refused if invalid, nested deeper than the real one can be, or
+    with a key given twice."""
+    from ._safe_limits import MAX_DEPTH
+
+    # depth first, without recursion: json.loads would raise RecursionError on deep nesting
+    depth = level = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            level += 1
+            depth = max(depth, level)
+            if depth > MAX_DEPTH:
+                break
+        elif char in "]}":
+            level -= 1
+    if depth > MAX_DEPTH:
+        raise SafeModelFileError(f"{path}: its header is nested more than {MAX_DEPTH} levels deep; the file was damaged or edited")
+    try:
+        header = json.loads(text, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise SafeModelFileError(f"{path}: its header is not valid JSON ({exc}); the file was damaged or edited") from None
+    return header
+
+
 def _check_header(header: Any, path: str) -> dict[str, Any]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise SafeModelFileError(f"{path}: not a mace-gaunt-plugin safe model file (no {FORMAT!r} header)")
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # not True, not 1.0
         raise SafeModelFileError(
             f"{path}: safe model file format version {version!r}; this mace-gaunt-plugin reads version "
             f"{FORMAT_VERSION}. Use the plugin version that wrote it ({header.get('plugin_version', '?')}), or "
@@ -265,11 +311,16 @@ def save_model(model: torch.nn.Module, path: PathLike) -> str:
     backend = backend_of(model)
     # one private copy per tensor: safetensors refuses shared storage
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    config_json = _config_to_json(config)
+    try:
+        check_caps(config_json)  # never write a file that load_model would refuse
+    except ValueError as exc:
+        raise SafeModelFileError(f"save_model: {exc}") from None
     header: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_class": cls_name,
-        "config": _config_to_json(config),
+        "config": config_json,
         "backend": backend,
         "backend_options": dict(options),
         "dtype": str(_float_dtype(model)).replace("torch.", ""),
@@ -319,11 +370,7 @@ def _read(path: str, tensors: bool = True) -> tuple[dict[str, Any], dict[str, to
         ) from None
     if HEADER_KEY not in metadata:
         raise SafeModelFileError(f"{path}: a safetensors file without a mace-gaunt-plugin header (not written by save_model)")
-    try:
-        header = json.loads(metadata[HEADER_KEY])
-    except json.JSONDecodeError as exc:
-        raise SafeModelFileError(f"{path}: its header is not valid JSON ({exc}); the file was damaged or edited") from None
-    return _check_header(header, path), data
+    return _check_header(_parse_header(metadata[HEADER_KEY], path), path), data
 
 
 def load_model(path: PathLike, device: str = "cpu", dtype: Optional[Union[str, torch.dtype]] = None) -> torch.nn.Module:
@@ -364,6 +411,10 @@ def load_model(path: PathLike, device: str = "cpu", dtype: Optional[Union[str, t
     cls = _model_class(str(header["model_class"]))
     if not isinstance(header["config"], dict) or not isinstance(header["backend_options"], dict):
         raise SafeModelFileError(f"{path}: header entries 'config' and 'backend_options' must be JSON objects")
+    try:
+        check_config(header["config"], tensors)  # before anything is built: bounded time and memory
+    except ValueError as exc:
+        raise SafeModelFileError(f"{path}: {exc} (a damaged or edited file; get it again from its source)") from None
     config = _config_from_json(header["config"])
     if header["backend"] != "e3nn":
         config["tp_backend"] = str(header["backend"])
@@ -394,6 +445,8 @@ def load_model(path: PathLike, device: str = "cpu", dtype: Optional[Union[str, t
 
 def _dtype(value: Union[str, torch.dtype], path: str) -> torch.dtype:
     if isinstance(value, torch.dtype):
+        if value not in (torch.float64, torch.float32):
+            raise SafeModelFileError(f"{path}: dtype {value} is not float64 or float32")
         return value
     found = {"float64": torch.float64, "float32": torch.float32}.get(str(value).replace("torch.", ""))
     if found is None:
@@ -423,33 +476,23 @@ def default_converted_path(model_path: str) -> str:
     return stem + SAFE_SUFFIX
 
 
-def _is_torchscript_archive(path: str) -> bool:
-    """True for a ``torch.jit.save`` file (a zip with ``constants.pkl`` and ``code/``), which
-    ``torch.load`` would hand to ``torch.jit.load`` with a warning."""
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
-
-
 def convert_model(model_path: PathLike, output: Optional[PathLike] = None) -> str:
     """Read a pickled ``.model`` file (UNPICKLES IT: it runs any code the file contains;
-    convert only files you trust) and write it as a safe model file. Returns the output path."""
+    convert only files you trust) and write it as a safe model file. Returns the output path.
+
+    The output must be named ``*.safetensors`` and must not be the input; both are checked,
+    and the output's folder too, before the input is read."""
+    from ._model_file import ModelInputError, check_output, read_pickled_model
+
     model_path = os.fspath(model_path)
     out = os.fspath(output) if output is not None else default_converted_path(model_path)
-    if not os.path.isfile(model_path):
-        raise SafeModelFileError(f"model file {model_path!r} does not exist")
-    compiled = f"{model_path!r} is a TorchScript archive; give the eager .model file, not *_compiled.model"
-    if _is_torchscript_archive(model_path):
-        raise SafeModelFileError(compiled)
-    model = torch.load(model_path, map_location="cpu", weights_only=False)  # the one pickle we open, on purpose
-    if isinstance(model, torch.jit.ScriptModule):
-        raise SafeModelFileError(compiled)
-    if not isinstance(model, torch.nn.Module):
-        raise SafeModelFileError(f"{model_path!r} holds a {type(model).__name__}; give the eager .model file, not *_compiled.model")
+    try:
+        if not os.path.isfile(model_path):
+            raise ModelInputError(f"model file {model_path!r} does not exist")
+        check_output(model_path, out, suffixes=(SAFE_SUFFIX,), refused=(), what="a safe model file")
+        model = read_pickled_model(model_path, "mace_gaunt_convert_model")  # the one pickle we open, on purpose
+    except ModelInputError as exc:
+        raise SafeModelFileError(str(exc)) from None
     return save_model(model, out)
 
 

@@ -15,14 +15,19 @@ What :func:`main` does
    every registered backend and its options).
 2. Checks, before anything is written (exit status 2 and a one-line reason otherwise):
    the backend exists, takes the options given, accepts the model configuration
-   (``TPBackend.check_model_config``); the ``--restart_latest`` checkpoint (only the one
-   MACE will resume is opened, with ``weights_only=True``) holds the same backend and options (without ``--tp-backend`` a restart resumes with the checkpoint's
-   backend); no cuEquivariance/OpenEquivariance conversion and no foundation-model
+   (``TPBackend.check_model_config``) and can run on ``--device``
+   (``TPBackend.check_device``: e.g. ``kernel=triton`` needs Triton and CUDA); the
+   ``--restart_latest`` checkpoint (only the one MACE will resume is opened, with
+   ``weights_only=True``) holds the same backend and options (without ``--tp-backend`` a
+   restart resumes with the checkpoint's backend); no cuEquivariance/OpenEquivariance conversion and no foundation-model
    fine-tuning with a plugin backend (both rebuild the model from its config, which
    would silently drop the backend); a ``--foundation_model`` file that is itself a
    plugin model is refused too.
 3. Without ``--tp-backend``/``--tp-option`` (and no plugin checkpoint to resume), it
-   calls MACE's stock ``run(args)``: training is exactly stock.
+   calls MACE's stock ``run(args)``: training is exactly stock. One thing follows: a
+   ``NAME.safetensors`` that an earlier plugin run left next to the ``NAME.model`` this
+   run wrote is replaced by this run's model, with a warning in the log (otherwise the
+   grid model would sit silently next to the new e3nn ``NAME.model``).
 4. Otherwise it runs MACE's ``run(args)`` with these temporary, restored-on-exit
    substitutions in MACE's namespaces, made through :mod:`._seam` (seam 3; no
    ``forward`` is touched):
@@ -379,6 +384,8 @@ def preflight(args: argparse.Namespace) -> Optional[BackendChoice]:
     _check_foundation(args, choice.name)
     if plugin and checked is not None:
         check_model_config(backend, choice.options, _model_config(checked))
+    if plugin:
+        backend.check_device(choice.options, str(getattr(args, "device", "cpu")))
 
     return choice
 
@@ -509,6 +516,35 @@ def _write_safe_twin(model: Any, model_path: Path) -> None:
         logging.info(f"Safe model file (data only, safe to share) saved to {out}")
     except Exception as exc:  # noqa: BLE001  (reported; training itself succeeded)
         logging.error(f"Could not write the safe model file {out} ({type(exc).__name__}: {exc})")
+        if os.path.isfile(out):  # an earlier run's: it must not pass for this run's model
+            os.remove(out)
+            logging.warning(f"Removed {out}, written by an earlier run: it does not hold the model of {model_path}")
+
+
+def _refresh_stale_twins(args: Any, started: float) -> None:
+    """After a stock run (no plugin backend): a ``NAME.safetensors`` that an earlier run left
+    next to the ``NAME.model`` this run wrote is replaced by this run's model, with a
+    warning, so that the two files never hold different models. Nothing is written where
+    there was no safe model file (a stock run stays stock)."""
+    import torch
+
+    from ._build import backend_of
+    from ._safe_file import default_converted_path, read_header
+
+    for model_path, compiled_path in _saved_model_paths(args):
+        twin = Path(default_converted_path(str(model_path)))
+        if compiled_path is None or not twin.is_file() or not model_path.is_file() or model_path.stat().st_mtime < started:
+            continue
+        model = torch.load(model_path, weights_only=False)  # written by this run
+        try:
+            was = repr(read_header(twin).get("backend"))
+        except Exception:  # noqa: BLE001  (whatever it held, it is replaced)
+            was = "unknown"
+        logging.warning(
+            f"{twin} held a model of an earlier run (TP backend {was}); replacing it by this run's model "
+            f"(TP backend {backend_of(model)!r}, {model_path}) so that the two files agree"
+        )
+        _write_safe_twin(model, model_path)
 
 
 def _finish_saved_models(args: Any, backend: Any) -> None:
@@ -590,9 +626,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> No
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     del args.tp_backend, args.tp_option
     if choice is None:
+        import time
+
         import mace.cli.run_train as run_train
 
+        checked, started = _checked_copy(args), time.time()
         run_train.run(args)
+        if checked is not None and (not args.distributed or int(os.environ.get("RANK", "0")) == 0):
+            _refresh_stale_twins(checked, started)
         return
     run(args, choice)
 
