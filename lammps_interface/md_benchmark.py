@@ -205,7 +205,7 @@ def _core_split(args: argparse.Namespace, model_path: Path, model_file: Path | N
     from ase.build import bulk
     from ase.neighborlist import neighbor_list
 
-    from ._core import MACEEdgeCore, script_core
+    from ._core import MACEEdgeCore, full_graph_sizes, script_core
 
     dev = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -221,6 +221,7 @@ def _core_split(args: argparse.Namespace, model_path: Path, model_file: Path | N
             torch.as_tensor(d, dtype=torch.float64, device=dev),
             torch.as_tensor(np.stack([i, j]), dtype=torch.int64, device=dev),
             torch.zeros(len(atoms), dtype=torch.int64, device=dev),
+            *full_graph_sizes(int(model.num_interactions), len(atoms), len(i)),
         ))  # fmt: skip
 
     def per_call_ms(core: Any) -> float:

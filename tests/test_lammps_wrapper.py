@@ -220,29 +220,33 @@ class _Pickled:
 @pytest.mark.parametrize("backend", mgp.available_backends())
 def test_aotinductor_core_equals_torchscript_core(backend: str, exported) -> None:
     """The compiled package computes what the TorchScript core computes, on graphs of
-    other sizes than the one it was traced on, with the energy of every node (one-rank
-    route) or of a prefix of the nodes (several-ranks route), and without edges."""
+    other sizes than the one it was traced on, every layer on the whole graph (one-rank
+    route) or on depth prefixes (several-ranks route), and without edges."""
     import torch
 
-    from lammps_interface._aot import AOTCore, _sample_graph
+    from lammps_interface._aot import AOTCore, _sample_graph, _sample_layers
+    from lammps_interface._core import full_graph_sizes
 
     compiled = mu.load_model_file(str(exported_model(backend, engine="aotinductor")[1]))
     scripted = mu.load_model_file(str(exported[backend][1]))
     assert compiled.engine == "aotinductor" and isinstance(compiled._core, AOTCore)
     assert compiled.receptive_field == scripted.receptive_field
     no_edges = (torch.zeros(0, 3, dtype=torch.float64), torch.zeros(2, 0, dtype=torch.long), torch.tensor([0, 4, 1]))
-    cases = [(_sample_graph(11, 60, 5, R_MAX, "cpu", seed=3), n) for n in (-1, 4, 11)]
-    cases += [(_sample_graph(2, 2, 5, R_MAX, "cpu", seed=4), 1), (no_edges, -1), (no_edges, 2)]
-    for graph, n_energy in cases:
-        got, want = compiled._core(*graph, n_energy), scripted._core(*graph, n_energy)
+    big, small = _sample_graph(11, 60, 5, R_MAX, "cpu", seed=3), _sample_graph(2, 2, 5, R_MAX, "cpu", seed=4)
+    pruned = _sample_layers(big, 2)
+    cases = [(big, full_graph_sizes(2, 11, 60)), pruned, (small, full_graph_sizes(2, 2, 2)), _sample_layers(small, 2)]
+    cases += [(no_edges, full_graph_sizes(2, 3, 0)), (no_edges, ([2, 3], [0]))]
+    for graph, (nodes, edges) in cases:
+        got, want = compiled._core(*graph, nodes, edges), scripted._core(*graph, nodes, edges)
         for name, a, b in zip(("node energies", "edge forces"), got, want):
             assert a.shape == b.shape and a.dtype == b.dtype == torch.float64, name
+            assert name == "edge forces" or a.shape[0] == nodes[0]
             if b.numel():
                 err = float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
-                assert err < 1e-12, f"{name}, {graph[2].numel()} nodes, n_energy {n_energy}: {err:.2e}"
-    # differentiating fewer nodes changes the forces (the mask is an input, not baked in)
-    g = cases[0][0]
-    assert not torch.allclose(compiled._core(*g, 4)[1], compiled._core(*g, 11)[1])
+                assert err < 1e-12, f"{name}, {graph[2].numel()} nodes, sizes {nodes} {edges}: {err:.2e}"
+    # the prefixes are inputs, not baked in: pruning changes the result
+    (graph, _), sizes = pruned, full_graph_sizes(2, 11, pruned[0][0].shape[0])
+    assert not torch.allclose(compiled._core(*graph, *sizes)[1], compiled._core(*pruned[0], *pruned[1])[1])
 
 
 def test_aotinductor_refusals(exported, tmp_path) -> None:
