@@ -292,3 +292,120 @@ def test_aotinductor_compile_errors_are_reported(tmp_path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(LAMMPSInterfaceError, match="needs a CUDA GPU"):
             compile_core(torch.nn.Linear(2, 2), head=0, device="cuda")
+
+
+# ------------------------------------------------- several ranks: the pruned graph
+class FakeRank:
+    """The plain ML-IAP data object and the ``lammps`` instance of one MPI rank whose
+    subdomain is the slab ``lo <= x/L < hi`` of an orthorhombic periodic box: its local
+    atoms, ghost copies of every periodic image (of its own atoms and of other ranks')
+    within ``shell`` of the subdomain, and the full neighbour lists of local *and* ghost
+    atoms (``pair_style ... 1``), as LAMMPS builds them."""
+
+    lmp = object()
+
+    def __init__(self, atoms, r_max: float, shell: float, lo: float, hi: float, rank: int) -> None:
+        from scipy.spatial import cKDTree
+
+        lengths = np.diag(atoms.cell.array)
+        frac = atoms.get_scaled_positions()
+        is_local = (frac[:, 0] >= lo) & (frac[:, 0] < hi)
+        reach = np.ceil(shell / lengths).astype(int)
+        sub_lo, sub_hi = np.array([lo, 0, 0]) * lengths, np.array([hi, 1, 1]) * lengths
+        local = np.flatnonzero(is_local)
+        ghost_x, ghost_id = [], []
+        for s in np.ndindex(*(2 * reach + 1)):
+            shift = (np.array(s) - reach) * lengths
+            x = atoms.positions + shift
+            inside = np.all((x >= sub_lo - shell) & (x < sub_hi + shell), axis=1)
+            if not any(np.array(s) - reach):
+                inside &= ~is_local
+            ghost_x.append(x[inside])
+            ghost_id.append(np.flatnonzero(inside))
+        ghost_x, ghost_id = np.concatenate(ghost_x), np.concatenate(ghost_id)
+        self.x = np.concatenate([atoms.positions[local], ghost_x])
+        self.tags = np.concatenate([local, ghost_id]).astype(np.int32) + 1
+        self.nlocal = self.nlistatoms = len(local)
+        self.ntotal = len(self.x)
+        self.natomneigh = self.ntotal
+        pairs = np.array(sorted(cKDTree(self.x).query_pairs(r_max)), dtype=np.int64).reshape(-1, 2)
+        pairs = np.concatenate([pairs, pairs[:, ::-1]])
+        self.pair_i, self.jatoms = pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32)
+        self.rij = self.x[self.jatoms] - self.x[self.pair_i]
+        self.npairs = len(pairs)
+        self.iatoms = np.arange(self.nlocal, dtype=np.int32)
+        self.elems = (atoms.numbers[self.tags - 1] - 1).astype(np.int32)
+        self.f = np.zeros((self.ntotal, 3))
+        self.fij = np.zeros((self.npairs, 3))
+        self.box = (list(atoms.cell.array.min(axis=0) * 0), list(lengths), 0.0, 0.0, 0.0, [1, 1, 1], 0)
+        self.sub = (list(sub_lo), list(sub_hi))
+        self.rank = rank
+        outer = self
+
+        class _Numpy:
+            @staticmethod
+            def extract_atom(name: str, nelem: int) -> np.ndarray:
+                return {"id": outer.tags, "x": outer.x}[name][:nelem]
+
+        self.numpy = _Numpy()
+
+    # the lammps instance
+    def extract_setting(self, name: str) -> int:
+        return {"world_size": 2, "world_rank": self.rank, "nlocal": self.nlocal, "nall": self.ntotal, "triclinic": 0}[name]
+
+    def extract_box(self):
+        return self.box
+
+    def extract_global(self, name: str):
+        return {"sublo": self.sub[0], "subhi": self.sub[1]}[name]
+
+    # the data object
+    def update_pair_forces(self, fij: np.ndarray) -> None:
+        self.fij = fij
+        np.add.at(self.f, self.pair_i, fij)
+        np.add.at(self.f, self.jatoms, -fij)
+
+
+@pytest.mark.parametrize("backend", mgp.available_backends())
+def test_pruned_ranks_match_ase_and_the_unpruned_core(backend: str, attached, tmp_path, monkeypatch) -> None:
+    """Two fake ranks (x slabs of 3.6 A, thinner than the 6 A receptive field): the pruned
+    graph (own images mapped to local atoms, layers pruned by hop depth) gives each rank's
+    local energies of the unpruned core (every layer on every local and ghost atom), and
+    both ranks together give ASE's energy, per-atom energies, forces and virial to 1e-10;
+    the timing file shows the pruning."""
+    import torch
+    from ase.build import bulk
+
+    from lammps_interface._timing import read_layer_counts
+
+    monkeypatch.setenv("MGP_LAMMPS_TIMING", str(tmp_path / "t"))
+    model_path, model_file = exported_model(backend, "tiny_r3_cuo")
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    atoms.numbers[np.random.default_rng(7).permutation(len(atoms))[:12]] = 8  # two species: senders matter
+    atoms.rattle(0.05, seed=7)
+    atoms.wrap()
+    ref = harness.ase_reference(str(model_path), atoms)
+    energy, eatoms, forces, virial = 0.0, np.zeros(len(atoms)), np.zeros((len(atoms), 3)), np.zeros((3, 3))
+    for rank, (lo, hi) in enumerate([(0.0, 0.5), (0.5, 1.0)]):
+        wrapper = mu.load_model_file(model_file)
+        data = FakeRank(atoms, 3.0, 2 * 3.0 + 2.0, lo, hi, rank)
+        assert 0 < data.nlocal < len(atoms) and data.ntotal > 10 * data.nlocal
+        mu._ATTACHED = data
+        wrapper.compute_forces(data)
+        energy += data.energy
+        local_ids = data.tags[: data.nlocal] - 1
+        eatoms[local_ids] = data.eatoms
+        np.add.at(forces, data.tags - 1, data.f)  # reverse communication
+        virial -= data.rij.T @ data.fij  # fdotr: sum over pairs of (x_i - x_j) f_ij
+        # the unpruned core: every layer on all local and ghost atoms, edges in LAMMPS' order
+        species = torch.from_numpy(wrapper._check_species(data.elems.astype(np.int64)))
+        vectors = torch.from_numpy(-data.rij)
+        edge_index = torch.from_numpy(np.stack([data.jatoms, data.pair_i]).astype(np.int64))
+        full, _ = wrapper._core(vectors, edge_index, species, [data.nlocal, data.ntotal], [data.npairs])
+        assert harness.max_relative_error(data.eatoms, full.numpy()) < 1e-12
+        ((read1, upd1, e1), (read2, upd2, e2)), = read_layer_counts(tmp_path / f"t.rank{rank}")
+        assert upd2 == data.nlocal and read2 == upd1 and read1 < data.ntotal and e2 < e1 < data.npairs
+        assert read1 < 0.5 * data.ntotal, (read1, data.ntotal)  # own images are not nodes
+    for key, got in (("energy", energy), ("energies", eatoms), ("forces", forces), ("virial", virial)):
+        err = harness.max_relative_error(got, ref[key])
+        assert err < 1e-10, f"{key}: max relative deviation {err:.2e}"
