@@ -389,6 +389,13 @@ class MACEGauntMLIAP(MLIAPUnified):
         if head not in heads:
             raise LAMMPSInterfaceError(f"model has no head {head!r}; its heads are {heads}")
         model = copy.deepcopy(model).to("cpu").to(dtype).eval()
+        from mace_gaunt_plugin.errors import IncompatibleMaceError
+        from mace_gaunt_plugin.mace._layered import UnsupportedModelError, check_supported
+
+        try:  # the core runs MACE's layers itself: refuse what it does not replicate before any work
+            check_supported(model)
+        except (UnsupportedModelError, IncompatibleMaceError) as exc:
+            raise LAMMPSInterfaceError(str(exc)) from None
         eager = io.BytesIO()
         torch.save(model, eager)
         # e3nn's compiler replaces submodules in place: script a copy

@@ -409,3 +409,19 @@ def test_pruned_ranks_match_ase_and_the_unpruned_core(backend: str, attached, tm
     for key, got in (("energy", energy), ("energies", eatoms), ("forces", forces), ("virial", virial)):
         err = harness.max_relative_error(got, ref[key])
         assert err < 1e-10, f"{key}: max relative deviation {err:.2e}"
+
+
+def test_export_refuses_a_model_class_the_core_does_not_replicate() -> None:
+    import torch
+    from mace.modules.models import ScaleShiftMACE
+
+    from mace_gaunt_plugin.testing import default_dtype, small_mace_config
+
+    class MyMACE(ScaleShiftMACE):
+        pass
+
+    with default_dtype(torch.float64):
+        model = mgp.build_model("e3nn", **small_mace_config())
+    model.__class__ = MyMACE
+    with pytest.raises(LAMMPSInterfaceError, match="this model is a MyMACE"):
+        mu.MACEGauntMLIAP.from_model(model)

@@ -31,14 +31,14 @@ from e3nn.util.jit import compile_mode
 
 from . import _seam
 
-__all__ = ["LayeredMACE", "UnsupportedModelError"]
+__all__ = ["LayeredMACE", "UnsupportedModelError", "check_supported"]
 
 
 class UnsupportedModelError(ValueError):
     """A model :class:`LayeredMACE` cannot run exactly (another class, an extra feature)."""
 
 
-def _check_supported(model: torch.nn.Module) -> None:
+def check_supported(model: torch.nn.Module) -> None:
     """Refuse, with the reason, a model whose forward the layered one does not replicate."""
     _seam.require_layered_forward()
     name = type(model).__name__
@@ -72,7 +72,7 @@ class LayeredMACE(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        _check_supported(model)
+        check_supported(model)
         self.num_interactions = int(model.num_interactions)
         self.atomic_energies_fn = model.atomic_energies_fn
         self.node_embedding = model.node_embedding
