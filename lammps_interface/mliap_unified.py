@@ -15,10 +15,12 @@ Two execution paths:
 * **plain ML-IAP data object** (any LAMMPS built with ML-IAP + PYTHON), exact on any
   number of MPI ranks. One rank (``ids``): ghost atoms are mapped to the local atoms they
   image through their atom IDs, so a multi-layer model runs on the local graph. Several
-  ranks (``ghosts``): the graph is every local and ghost atom of the rank, its edges the
-  pairs of LAMMPS' own neighbour lists of local *and* ghost atoms (``pair_style mliap
-  unified FILE 1``), and only the local atoms' energies are differentiated, in one
-  backward pass; the pair forces go through ``update_pair_forces``, so forces on ghosts
+  ranks (``ghosts``): the edges are the pairs of LAMMPS' own neighbour lists of local
+  *and* ghost atoms (``pair_style mliap unified FILE 1``), ghosts that image the rank's
+  own atoms are mapped to them, and the graph is pruned by hop depth from the local atoms
+  (:mod:`lammps_interface._graph`: layer k of n runs on the atoms within n - k + 1 hops);
+  only the local atoms' energies are differentiated, in one backward pass; the pair
+  forces go through ``update_pair_forces``, so forces on ghosts
   reach their owners by LAMMPS' reverse communication (newton on), the global virial is
   LAMMPS' ``sum_i x_i f_i`` over local and ghost atoms (exact for this energy) and the
   per-atom virial is tallied pair by pair. It needs a ghost shell of at least
