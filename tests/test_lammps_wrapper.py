@@ -425,3 +425,30 @@ def test_export_refuses_a_model_class_the_core_does_not_replicate() -> None:
     model.__class__ = MyMACE
     with pytest.raises(LAMMPSInterfaceError, match="this model is a MyMACE"):
         mu.MACEGauntMLIAP.from_model(model)
+
+
+def test_layered_graph_on_a_chain() -> None:
+    """Atoms on a line, A0 local (ID 1), ghosts: another rank's atoms B, C, D (IDs 2, 3, 4)
+    one, two and three hops away, and an image of A0 (ID 1) next to D. Pairs are both
+    directions of each neighbour pair, with the ghosts' own lists. Two layers: A0 (depth
+    0), B (1), C (2) are nodes, D is dropped (depth 3), the image of A0 is A0; layer 1
+    updates A0 and B from the edges into them, layer 2 A0 only."""
+    from lammps_interface._graph import layered_graph
+
+    tags = np.array([1, 2, 3, 4, 1])  # LAMMPS atoms: A0 local, then ghosts B, C, D, image of A0
+    chain = [(0, 1), (1, 2), (2, 3), (3, 4)]
+    pair_i = np.array([i for a, b in chain for i in (a, b)])
+    jatoms = np.array([j for a, b in chain for j in (b, a)])
+    g = layered_graph(tags, 1, pair_i, jatoms, 2)
+    assert g.atoms.tolist() == [0, 1, 2]
+    assert g.nodes == [1, 2] and g.edges == [1]
+    edges = list(zip(g.senders.tolist(), g.receivers.tolist()))
+    assert edges == [(1, 0), (0, 1), (2, 1)]  # into A0 first, then into B
+    assert [(int(pair_i[p]), int(jatoms[p])) for p in g.pairs] == [(0, 1), (1, 0), (1, 2)]
+    assert g.layer_counts() == [(3, 2, 3), (2, 1, 1)]
+    # an image of D next to A0 is another node (one hop), D itself stays three hops away
+    tags6 = np.append(tags, 4)
+    g = layered_graph(tags6, 1, np.append(pair_i, [0, 5]), np.append(jatoms, [5, 0]), 2)
+    assert g.atoms.tolist() == [0, 1, 5, 2] and g.nodes == [1, 3]
+    with pytest.raises(ValueError, match="atom IDs"):
+        layered_graph(np.zeros(5, dtype=np.int64), 1, pair_i, jatoms, 2)
