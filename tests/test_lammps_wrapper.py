@@ -452,3 +452,45 @@ def test_layered_graph_on_a_chain() -> None:
     assert g.atoms.tolist() == [0, 1, 5, 2] and g.nodes == [1, 3]
     with pytest.raises(ValueError, match="atom IDs"):
         layered_graph(np.zeros(5, dtype=np.int64), 1, pair_i, jatoms, 2)
+
+
+@pytest.mark.parametrize("model_class", ["MACE", "ScaleShiftMACE"])
+@pytest.mark.parametrize("interaction", ["RealAgnosticResidualInteractionBlock", "RealAgnosticInteractionBlock"])
+def test_layered_core_is_mace_forward(model_class: str, interaction: str) -> None:
+    """The core's layer-by-layer forward gives MACE's own node energies and forces (whole
+    graph), for both model classes, with pair repulsion, two heads (the second evaluated)
+    and a first layer without self-connection; pruning a depth-sorted graph gives the
+    local energies of the unpruned run."""
+    import torch
+    from mace import modules
+
+    from lammps_interface._aot import _sample_graph, _sample_layers
+    from lammps_interface._core import MACEEdgeCore, full_graph_sizes
+    from mace_gaunt_plugin.testing import default_dtype, small_mace_config
+
+    with default_dtype(torch.float64):
+        torch.manual_seed(1)
+        cfg = small_mace_config(atomic_numbers=(1, 6, 7, 8, 29), interaction=interaction, pair_repulsion=True,
+                                heads=["a", "b"], atomic_energies=np.array([[-1.0, -2.0, -3.0, -4.0, -5.0], [-1.5, -2.5, -3.5, -4.5, -5.5]]))
+        if model_class == "MACE":
+            cfg = {k: v for k, v in cfg.items() if k not in ("atomic_inter_scale", "atomic_inter_shift")}
+        else:
+            cfg.update(atomic_inter_scale=[1.0, 1.3], atomic_inter_shift=[0.0, 0.1])
+        model = mgp.build_model("e3nn", model_cls=getattr(modules, model_class), **cfg).eval()
+    vectors, edge_index, species = _sample_graph(11, 60, 5, R_MAX, "cpu", seed=5)
+    data = {
+        "positions": torch.zeros(11, 3), "shifts": vectors, "unit_shifts": torch.zeros_like(vectors),
+        "edge_index": edge_index, "node_attrs": torch.nn.functional.one_hot(species, 5).double(),
+        "batch": torch.zeros(11, dtype=torch.long), "ptr": torch.tensor([0, 11]), "cell": torch.zeros(3, 3),
+        "head": torch.tensor([1]),
+    }  # fmt: skip
+    out = model(data, compute_force=False, compute_edge_forces=True)
+    core = MACEEdgeCore(model, head=1)
+    energies, edge_forces = core(vectors, edge_index, species, *full_graph_sizes(2, 11, 60))
+    assert float((energies - out["node_energy"]).abs().max()) < 1e-12
+    # MACE's edge_forces are dE/dv, the core's -dE/dv (the force on the receiver)
+    assert float((edge_forces + out["edge_forces"]).abs().max()) < 1e-12 * float(edge_forces.abs().max())
+    (v, ei, sp), (nodes, edges) = _sample_layers((vectors, edge_index, species), 2)
+    pruned = core(v, ei, sp, nodes, edges)[0]
+    unpruned = core(v, ei, sp, [nodes[0], 11], [int(v.shape[0])])[0]
+    assert float((pruned - unpruned).abs().max()) < 1e-12
