@@ -16,13 +16,16 @@ graph of another size before it writes it.
 The package holds native code for one torch version and one device type: loading refuses
 any other (re-export). The grid and gaunt convs stay this plugin's custom operators
 (``mace_gaunt::quad_*``, edge-chunked, with their own derivatives), which the package
-calls by name through torch's dispatcher; everything else is compiled. Which nodes' energies are differentiated is an input
-(``n_energy``, a 0-d tensor), so one package serves both LAMMPS routes.
+calls by name through torch's dispatcher; everything else is compiled. The per-layer prefix
+sizes of the graph (:class:`~lammps_interface._core.MACEEdgeCore`) are inputs too, as the
+lengths of marker tensors (dynamic sizes), so one package serves both LAMMPS routes:
+every prefix the whole graph (one rank), or pruned by hop depth (several ranks).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import os
 import subprocess
@@ -51,7 +54,7 @@ def compile_core(model: torch.nn.Module, head: int, device: str, timeout_s: floa
     energy of an atom without neighbours per species (see :class:`AOTCore`)."""
     from mace_gaunt_plugin.mace._safe_file import SafeModelFileError, save_model
 
-    from ._core import MACEEdgeCore
+    from ._core import MACEEdgeCore, full_graph_sizes
 
     if device == "cuda" and not torch.cuda.is_available():
         raise LAMMPSInterfaceError(
@@ -79,15 +82,16 @@ def compile_core(model: torch.nn.Module, head: int, device: str, timeout_s: floa
             raise LAMMPSInterfaceError(f"the AOTInductor compile of the model core failed (rc {res.returncode}):\n{tail}")
         with open(package, "rb") as f:
             blob = f.read()
-    core = MACEEdgeCore(model, head=head)
+    core = MACEEdgeCore(copy.deepcopy(model), head=head)
     no_edges = (torch.zeros(0, 3, dtype=torch.float64), torch.zeros(2, 0, dtype=torch.long))
-    isolated = core(*no_edges, torch.arange(core.num_species))[0]
+    n = core.num_species
+    isolated = core(*no_edges, torch.arange(n), *full_graph_sizes(core.num_interactions, n, 0))[0]
     return blob, [float(e) for e in isolated]
 
 
 class AOTCore:
     """A compiled package as the wrapper calls a core: ``core(vectors, edge_index,
-    species, n_energy)`` -> ``(node_energy, edge_forces)``. The package is loaded on
+    species, nodes, edges)`` -> ``(node_energy, edge_forces)``. The package is loaded on
     :meth:`to` (the device is known only in LAMMPS: one GPU per rank).
 
     A graph without edges (a rank whose atoms have no neighbours) is answered from
@@ -134,15 +138,16 @@ class AOTCore:
         return self
 
     def __call__(
-        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, n_energy: int = -1
+        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, nodes: list[int], edges: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        from ._core import size_marks
+
         if self._runner is None:
             self.to(torch.device(self.device_type))
         if vectors.shape[0] == 0:
-            return self._isolated[species], torch.zeros((0, 3), dtype=self._force_dtype, device=vectors.device)
-        n = species.shape[0] if n_energy < 0 else n_energy
-        counted = torch.tensor(n, dtype=torch.int64, device=vectors.device)
-        node_energy, edge_forces = self._runner(vectors, edge_index, species, counted)
+            return self._isolated[species[: nodes[0]]], torch.zeros((0, 3), dtype=self._force_dtype, device=vectors.device)
+        device = vectors.device
+        node_energy, edge_forces = self._runner(vectors, edge_index, species, size_marks(nodes, device), size_marks(edges, device))
         return node_energy, edge_forces
 
 
@@ -158,16 +163,32 @@ def _register_plugin_operators() -> None:
 def _sample_graph(n_nodes: int, n_edges: int, num_species: int, r_max: float, device: str, seed: int):
     """A graph of ``n_nodes`` atoms in a cluster of about ``r_max`` (random points spread
     along the diagonal, so that none coincide) and ``n_edges`` distinct directed edges
-    among them (sizes above 1, so that none is specialised); float64 edge vectors, as the
-    wrapper passes them whatever the model's dtype."""
+    among them (sizes above 1, so that none is specialised), sorted by receiver; float64
+    edge vectors, as the wrapper passes them whatever the model's dtype."""
     g = torch.Generator().manual_seed(seed)
     diagonal = torch.arange(n_nodes, dtype=torch.float64)[:, None] * (0.05 * r_max)
     pos = torch.rand(n_nodes, 3, generator=g, dtype=torch.float64) * (0.3 * r_max) + diagonal
     pairs = torch.tensor([(s, r) for s in range(n_nodes) for r in range(n_nodes) if s != r])
-    pick = pairs[torch.randperm(len(pairs), generator=g)[:n_edges]].T.contiguous()
+    pick = pairs[torch.randperm(len(pairs), generator=g)[:n_edges]]
+    pick = pick[torch.argsort(pick[:, 1], stable=True)].T.contiguous()
     vectors = (pos[pick[1]] - pos[pick[0]]).to(device)
     species = (torch.arange(n_nodes) % num_species).to(device)
     return vectors, pick.to(device), species
+
+
+def _sample_layers(graph: tuple, n_layers: int) -> tuple[tuple, tuple[list[int], list[int]]]:
+    """A graph from :func:`_sample_graph` read as sorted by hop depth (node prefixes
+    spread evenly), without the edges a depth-sorted graph cannot hold (a sender more than
+    one hop deeper than its receiver), and its prefix sizes."""
+    vectors, edge_index, species = graph
+    n_nodes = species.shape[0]
+    nodes = [max(1, (n_nodes * (d + 1)) // (n_layers + 1)) for d in range(n_layers)]
+    bounds = torch.tensor(nodes + [n_nodes], device=edge_index.device)
+    depth = torch.searchsorted(bounds, edge_index, right=True)  # depth of each sender and receiver
+    keep = (depth[0] <= depth[1] + 1) & (depth[1] < n_layers)
+    edge_index = edge_index[:, keep]
+    edges = [int((edge_index[1] < nodes[d]).sum()) for d in range(n_layers - 1)]
+    return (vectors[keep], edge_index, species), (nodes, edges)
 
 
 def _compile_here(safe_path: str, package_path: str, head: int, device: str) -> None:
@@ -182,36 +203,48 @@ def _compile_here(safe_path: str, package_path: str, head: int, device: str) -> 
 
     from mace_gaunt_plugin.mace._safe_file import load_model
 
-    from ._core import MACEEdgeCoreExport
+    from ._core import MACEEdgeCore, MACEEdgeCoreExport, full_graph_sizes, size_marks
 
     model = load_model(safe_path, device=device)
     core = MACEEdgeCoreExport(model, head=head).eval()
     dtype = core.r_max.dtype
-    species_n, r_max = core.num_species, float(core.r_max)
-    trace_graph = _sample_graph(5, 14, species_n, r_max, device, seed=0)
+    species_n, r_max, n = core.num_species, float(core.r_max), core.num_interactions
+    dev = torch.device(device)
+
+    def inputs(graph: tuple, sizes: tuple[list[int], list[int]]) -> tuple:
+        return (*graph, size_marks(sizes[0], dev), size_marks(sizes[1], dev))
+
+    # every size distinct and above 1 in the trace, so that none is specialised or tied to another
+    trace = inputs(*_sample_layers(_sample_graph(4 * n + 7, 16 * n + 37, species_n, r_max, device, seed=0), n))
+    all_sizes = [t.shape[0] for t in trace[:3]] + [m.shape[0] for m in trace[3] + trace[4]]
+    if len(set(all_sizes)) != len(all_sizes) or min(all_sizes) < 2 or 3 in all_sizes:
+        raise SystemExit(f"internal: the trace graph's sizes {all_sizes} are not distinct")
     check_graph = _sample_graph(8, 37, species_n, r_max, device, seed=1)
-    n_trace = torch.tensor(3, device=device)
-    n_check = torch.tensor(6, device=device)
-    reference = [t.clone() for t in core(*check_graph, n_check)]  # before tracing (it leaves e3nn state fake)
+    checks = [_sample_layers(check_graph, n), (check_graph, full_graph_sizes(n, 8, 37))]
+    eager = MACEEdgeCore(load_model(safe_path, device=device), head=head).eval()
+    references = [[t.clone() for t in eager(*g, *sz)] for g, sz in checks]  # before tracing (it leaves e3nn state fake)
 
     t0 = time.perf_counter()
-    traced = make_fx(core, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*trace_graph, n_trace)
+    traced = make_fx(core, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*trace)
     edges, nodes = Dim("edges", min=0), Dim("nodes", min=1)
+    node_dims = [{0: Dim(f"nodes_{d}", min=1)} for d in range(n)]
+    edge_dims = [{0: Dim(f"edges_{d}", min=0)} for d in range(n - 1)]
     program = export(
-        traced, (*trace_graph, n_trace), dynamic_shapes=({0: edges}, {1: edges}, {0: nodes}, None), strict=False
+        traced, trace, dynamic_shapes=({0: edges}, {1: edges}, {0: nodes}, node_dims, edge_dims), strict=False
     )
     t1 = time.perf_counter()
     torch._inductor.aoti_compile_and_package(program, package_path=package_path)
     print(f"traced and exported in {t1 - t0:.1f} s, compiled in {time.perf_counter() - t1:.1f} s", file=sys.stderr)
 
     runner = torch._inductor.aoti_load_package(package_path)
-    got = runner(*check_graph, n_check)
     bound = _CHECK_TOLERANCE[str(dtype).replace("torch.", "")]
-    for name, a, b in zip(("node energies", "edge forces"), got, reference):
-        scale = float(b.abs().max()) or 1.0
-        if a.shape != b.shape or float((a - b).abs().max()) > bound * scale:
-            os.remove(package_path)
-            raise SystemExit(f"the compiled core's {name} differ from the eager core's on a check graph: not written")
+    for (graph, sizes), reference in zip(checks, references):
+        got = runner(*inputs(graph, sizes))
+        for name, a, b in zip(("node energies", "edge forces"), got, reference):
+            scale = float(b.abs().max()) or 1.0
+            if a.shape != b.shape or float((a - b).abs().max()) > bound * scale:
+                os.remove(package_path)
+                raise SystemExit(f"the compiled core's {name} differ from the eager core's on a check graph: not written")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

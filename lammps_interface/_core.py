@@ -1,29 +1,39 @@
-"""The TorchScript core that LAMMPS runs: a MACE model evaluated on a graph given by
-edge vectors, returning per-atom energies and per-edge forces.
+"""The model core that LAMMPS runs: a MACE model evaluated on a graph given by edge
+vectors, each interaction layer on a prefix of it, returning the local atoms' energies
+and per-edge forces.
 
 Every edge ``e = (sender s, receiver r)`` carries the vector ``v_e = x_r - x_s``
-(MACE's convention). The model sees ``positions = 0`` and ``shifts = v``, so the edge
-vectors it computes are ``v`` exactly. The ML-IAP wrapper builds the graph either on the
-local atoms only (ghosts replaced by the local atoms they image, one MPI rank) or on the
-local and ghost atoms of a rank, where only the first ``n_energy`` nodes (the local
-atoms) count towards the energy that is differentiated.
+(MACE's convention). The nodes are sorted by hop depth from the local atoms (the local
+atoms first) and the edges by their receiver's depth, so that interaction layer k of n
+needs only the nodes within n - k + 1 hops and the edges into nodes within n - k hops:
+prefixes, whose sizes the caller passes (:class:`~mace_gaunt_plugin.mace._layered.LayeredMACE`
+says which). On one rank every prefix is the whole graph of local atoms (ghosts replaced
+by the local atoms they image); on several ranks the graph holds the local atoms and the
+ghosts of atoms other ranks own, and the energy differentiated is the local atoms'.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 import mace  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before e3nn loads)
 from e3nn.util.jit import compile_mode
 
-__all__ = ["MACEEdgeCore", "MACEEdgeCoreExport", "script_core"]
+from mace_gaunt_plugin.mace._layered import LayeredMACE
+
+__all__ = ["MACEEdgeCore", "MACEEdgeCoreExport", "script_core", "full_graph_sizes"]
+
+
+def full_graph_sizes(n_interactions: int, n_nodes: int, n_edges: int) -> tuple[list[int], list[int]]:
+    """The prefix sizes of a graph every layer runs on whole (the one-rank route)."""
+    return [n_nodes] * n_interactions, [n_edges] * (n_interactions - 1)
 
 
 @compile_mode("script")
 class MACEEdgeCore(torch.nn.Module):
-    """Per-atom energies and per-edge forces of a MACE model on an explicit graph.
+    """Local-node energies and per-edge forces of a MACE model on an explicit graph.
 
     Parameters
     ----------
@@ -35,67 +45,43 @@ class MACEEdgeCore(torch.nn.Module):
 
     Forward
     -------
-    vectors : ``[n_edges, 3]`` edge vectors ``x_receiver - x_sender``.
+    vectors : ``[n_edges, 3]`` edge vectors ``x_receiver - x_sender``, sorted by receiver depth.
     edge_index : ``[2, n_edges]`` int64 ``(sender, receiver)`` node indices.
-    species : ``[n_nodes]`` int64 index of each node's element in ``atomic_numbers``.
-    n_energy : differentiate the energy of nodes ``0 .. n_energy - 1`` only; ``-1``
-        (default): of every node.
+    species : ``[n_nodes]`` int64 index of each node's element in ``atomic_numbers``,
+        nodes sorted by depth (local nodes first).
+    nodes : ``n_interactions`` ints, the nodes of depth <= 0, 1, .., n - 1.
+    edges : ``n_interactions - 1`` ints, the edges into nodes of depth <= 0, .., n - 2.
 
-    Returns ``(node_energy [n_nodes] float64, edge_forces [n_edges, 3])`` with
-    ``edge_forces = -dE/dv``: the force the edge puts on its receiver (and minus it on
-    its sender), which is what ML-IAP's ``update_pair_forces`` takes for a pair (i, j)
-    with ``r_ij = x_j - x_i = -v``.
+    Returns ``(node_energy [nodes[0]] float64, edge_forces [n_edges, 3])``: the local
+    nodes' energies and ``edge_forces = -dE/dv`` with E their sum: the force the edge puts
+    on its receiver (and minus it on its sender), which is what ML-IAP's
+    ``update_pair_forces`` takes for a pair (i, j) with ``r_ij = x_j - x_i = -v``.
     """
 
     def __init__(self, model: torch.nn.Module, head: int = 0) -> None:
         super().__init__()
-        self.model = model
-        for p in self.model.parameters():
+        for p in model.parameters():
             p.requires_grad_(False)
+        self.layered = LayeredMACE(model)
         self.register_buffer("atomic_numbers", model.atomic_numbers.clone())
         self.register_buffer("r_max", model.r_max.clone())
         self.register_buffer("head", torch.tensor([head], dtype=torch.long))
         self.num_species = int(model.atomic_numbers.numel())
+        self.num_interactions = int(model.num_interactions)
 
     def forward(
-        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, n_energy: int = -1
+        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, nodes: List[int], edges: List[int]
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        node_energy, energy, shifts = self._energies(vectors, edge_index, species)
-        total = energy.sum() if n_energy < 0 else node_energy[:n_energy].sum()
-        return node_energy.detach().to(torch.float64), self._edge_forces(total, shifts)
+        return self._run(vectors, edge_index, species, nodes, edges)
 
-    def _energies(
-        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(node energies, graph energy, the edge vectors they are differentiable in)."""
-        n_nodes = species.shape[0]
+    def _run(
+        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, nodes: List[int], edges: List[int]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         dtype = self.r_max.dtype
-        device = vectors.device
         shifts = vectors.to(dtype).detach().requires_grad_(True)
         node_attrs = torch.nn.functional.one_hot(species, num_classes=self.num_species).to(dtype)
-        data: Dict[str, torch.Tensor] = {
-            "positions": torch.zeros((n_nodes, 3), dtype=dtype, device=device),
-            "shifts": shifts,
-            "unit_shifts": torch.zeros_like(shifts),
-            "edge_index": edge_index,
-            "node_attrs": node_attrs,
-            "batch": torch.zeros(n_nodes, dtype=torch.long, device=device),
-            "ptr": torch.arange(2, dtype=torch.long, device=device) * n_nodes,  # no int(): keeps n_nodes symbolic under tracing
-            "cell": torch.zeros((3, 3), dtype=dtype, device=device),
-            "head": self.head,
-        }
-        out = self.model(
-            data,
-            training=False,
-            compute_force=False,
-            compute_virials=False,
-            compute_stress=False,
-        )
-        node_energy = out["node_energy"]
-        energy = out["energy"]
-        if node_energy is None or energy is None:
-            raise RuntimeError("the model returned no energies")
-        return node_energy, energy, shifts
+        node_energy = self.layered(shifts, edge_index, node_attrs, nodes, edges, self.head)
+        return node_energy.detach(), self._edge_forces(node_energy.sum(), shifts)
 
     def _edge_forces(self, total: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
         """``-d total / d shifts``; zeros for a graph without edges."""
@@ -107,17 +93,26 @@ class MACEEdgeCore(torch.nn.Module):
 
 
 class MACEEdgeCoreExport(MACEEdgeCore):
-    """:class:`MACEEdgeCore` with ``n_energy`` a 0-d int64 tensor (the nodes
-    ``0 .. n_energy - 1`` count), so that ``torch.export`` keeps it an input instead of
-    baking one value in; for the ``aotinductor`` engine, never scripted."""
+    """:class:`MACEEdgeCore` with the prefix sizes given as the lengths of 1-d marker
+    tensors (their contents are never read), so that ``torch.export`` keeps them dynamic
+    sizes instead of baking values in; for the ``aotinductor`` engine, never scripted."""
 
     def forward(  # type: ignore[override]
-        self, vectors: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, n_energy: torch.Tensor
+        self,
+        vectors: torch.Tensor,
+        edge_index: torch.Tensor,
+        species: torch.Tensor,
+        node_marks: List[torch.Tensor],
+        edge_marks: List[torch.Tensor],
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        node_energy, _, shifts = self._energies(vectors, edge_index, species)
-        counted = torch.arange(node_energy.shape[0], device=node_energy.device) < n_energy
-        total = torch.where(counted, node_energy, torch.zeros_like(node_energy)).sum()
-        return node_energy.detach().to(torch.float64), self._edge_forces(total, shifts)
+        nodes = [m.shape[0] for m in node_marks]
+        edges = [m.shape[0] for m in edge_marks]
+        return self._run(vectors, edge_index, species, nodes, edges)
+
+
+def size_marks(sizes: List[int], device: torch.device) -> List[torch.Tensor]:
+    """The marker tensors of :class:`MACEEdgeCoreExport` for ``sizes``."""
+    return [torch.empty(int(n), dtype=torch.uint8, device=device) for n in sizes]
 
 
 def script_core(model: torch.nn.Module, head: int = 0) -> torch.jit.ScriptModule:

@@ -7,8 +7,9 @@ For each backend: build a random-weight model (DESIGN.md section 5: fcc Cu, r_ma
 with ``--device``/``--dtype``, run a standalone ``lmp -in`` NVE run on an N x N x N
 cubic fcc box, and read ns/day from LAMMPS' own ``Performance:`` line of the timed run
 (after a warm-up run). Results go to ``OUT/lammps_md_benchmark.json`` and a table on
-stdout. ``--ranks N`` runs ``lmp`` under ``mpirun -np N`` (the several-ranks route:
-ghost neighbour lists and a ghost shell of 2 x r_max plus the 2 A skin);
+stdout. ``--ranks N [M ..]`` runs ``lmp`` under ``mpirun -np N`` (the several-ranks
+route: ghost neighbour lists and a ghost shell of 2 x r_max plus the 2 A skin), once per
+rank count given, so one command compares them;
 ``--plain-path ghosts`` takes that route on one rank too (to compare it with the
 atom-ID route, ``ids``, which one rank uses by default). ``--engine`` names one or more
 export engines (``torchscript``, ``eager``, ``aotinductor``): one export and one LAMMPS
@@ -19,7 +20,9 @@ the wrapper records each force call's wall time and its model call's
 (``lammps_interface/_timing.py``); over the timed steps, ``model_ms_per_call``,
 ``wrapper_host_ms_per_call`` (graph building and copies around the model) and
 ``step_overhead_ms`` = LAMMPS' ms/step minus the model call (wrapper plus LAMMPS' own
-neighbour lists, communication and integration) go into the JSON.
+neighbour lists, communication and integration) go into the JSON, with the nodes and
+edges each interaction layer evaluated on each rank in the last step
+(``layer_counts_per_rank``: per rank, per layer, [nodes read, nodes updated, edges]).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ._timing import TIMING_ENV, read_timings
+from ._timing import TIMING_ENV, read_layer_counts, read_timings
 
 DECK = """\
 units metal
@@ -107,7 +110,7 @@ def _exactness(backend: str, engine: str, args: argparse.Namespace, out: Path) -
     return {k: harness.max_relative_error(got[k], ref[k]) for k in ("energy", "forces", "virial")}
 
 
-def _md(backend: str, engine: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def _md(backend: str, engine: str, ranks: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from . import harness
     from .export import export_model
     from .mliap_unified import INPUT_DECK_LINES
@@ -117,9 +120,9 @@ def _md(backend: str, engine: str, args: argparse.Namespace, out: Path) -> dict[
     _model(backend, args, args.channels, model_path)
     mfile = export_model(str(model_path), str(out / f"{backend}_{engine}.mliap"), args.dtype, args.device, engine=engine)
     export_s = time.perf_counter() - t0
-    run = f"{backend}_{engine}"
+    run = f"{backend}_{engine}_ranks{ranks}"
     deck = out / f"in.{run}"
-    ghosts = args.ranks > 1 or args.plain_path == "ghosts"
+    ghosts = ranks > 1 or args.plain_path == "ghosts"
     deck.write_text(
         DECK.format(
             cells=args.cells, attach=INPUT_DECK_LINES, model=mfile, warmup=args.warmup, steps=args.steps,
@@ -132,8 +135,8 @@ def _md(backend: str, engine: str, args: argparse.Namespace, out: Path) -> dict[
         raise SystemExit("no lmp executable: run lammps_interface/build_lammps.sh first")
     log = out / f"log.{run}"
     cmd = [lmp, "-in", str(deck), "-log", str(log), "-nocite"]
-    if args.ranks > 1:
-        cmd = harness.mpirun_command(args.ranks) + cmd
+    if ranks > 1:
+        cmd = harness.mpirun_command(ranks) + cmd
     timing = out / f"timing.{run}"
     env = harness.lmp_env({"MGP_LAMMPS_PLAIN_PATH": args.plain_path, TIMING_ENV: str(timing)})
     t0 = time.perf_counter()
@@ -155,13 +158,13 @@ def _md(backend: str, engine: str, args: argparse.Namespace, out: Path) -> dict[
     return {
         "backend": backend,
         "engine": engine,
-        "ranks": args.ranks,
+        "ranks": ranks,
         "plain_path": args.plain_path,
         "atoms": natoms,
         "ns_per_day": float(perf[-1][0]),
         "timesteps_per_s": float(perf[-1][1]),
         "ms_per_step": ms_per_step,
-        **_step_split(timing, args.ranks, int(loops[-1][1]), ms_per_step),
+        **_step_split(timing, ranks, int(loops[-1][1]), ms_per_step),
         "warmup_loop_s": float(loops[0][0]),
         "timed_steps": int(loops[-1][1]),
         "etotal_drift_ev_per_atom": (abs(etot[-1] - etot[0]) / natoms) if len(etot) > 1 else None,
@@ -177,8 +180,9 @@ def _step_split(timing: Path, ranks: int, steps: int, ms_per_step: float) -> dic
     (ms/step minus the model call: wrapper plus LAMMPS' neighbour lists, communication
     and integration). Several ranks: the slowest rank's model time (the others wait)."""
     files = [timing] if ranks == 1 else [Path(f"{timing}.rank{r}") for r in range(ranks)]
-    model, host = [], []
+    model, host, counts = [], [], []
     for f in files:
+        counts.append([list(layer) for layer in read_layer_counts(f)[-1]])
         calls = read_timings(f)[-steps:]
         if len(calls) < steps:
             raise SystemExit(f"{f} holds {len(calls)} force calls, fewer than the {steps} timed steps")
@@ -192,6 +196,7 @@ def _step_split(timing: Path, ranks: int, steps: int, ms_per_step: float) -> dic
         "step_overhead_ms": round(overhead, 3),
         "step_overhead_fraction": round(overhead / ms_per_step, 4),
         "model_ms_per_rank": [round(v, 3) for v in model],
+        "layer_counts_per_rank": counts,
     }
 
 
@@ -205,7 +210,7 @@ def _core_split(args: argparse.Namespace, model_path: Path, model_file: Path | N
     from ase.build import bulk
     from ase.neighborlist import neighbor_list
 
-    from ._core import MACEEdgeCore, script_core
+    from ._core import MACEEdgeCore, full_graph_sizes, script_core
 
     dev = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -221,6 +226,7 @@ def _core_split(args: argparse.Namespace, model_path: Path, model_file: Path | N
             torch.as_tensor(d, dtype=torch.float64, device=dev),
             torch.as_tensor(np.stack([i, j]), dtype=torch.int64, device=dev),
             torch.zeros(len(atoms), dtype=torch.int64, device=dev),
+            *full_graph_sizes(int(model.num_interactions), len(atoms), len(i)),
         ))  # fmt: skip
 
     def per_call_ms(core: Any) -> float:
@@ -262,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="how LAMMPS runs the core; several: one LAMMPS run each, in this order, per backend")
     p.add_argument("--no-core-split", action="store_true",
                    help="skip timing the model core alone (scripted, eager and with --engine aotinductor compiled)")
-    p.add_argument("--ranks", type=int, default=1, help="MPI ranks (mpirun -np RANKS lmp ...)")
+    p.add_argument("--ranks", type=int, nargs="+", default=[1],
+                   help="MPI ranks (mpirun -np RANKS lmp ...); several: one LAMMPS run each, in this order")
     p.add_argument("--plain-path", choices=("auto", "ids", "ghosts"), default="auto",
                    help="MGP_LAMMPS_PLAIN_PATH: the one-rank atom-ID route or the several-ranks ghost route")
     p.add_argument("--out", default="lammps_md_benchmark")
@@ -293,10 +300,11 @@ def main(argv: list[str] | None = None) -> int:
                 err = _exactness(backend, engine, args, out)
                 info["exactness_float64"][f"{backend}/{engine}"] = err
                 print(f"[{backend}/{engine}] LAMMPS vs ASE (float64, model on {args.device}): {err}", flush=True)
-            r = _md(backend, engine, args, out)
-            info["results"].append(r)
-            print(f"[{backend}/{engine}] {r}", flush=True)
-            (out / "lammps_md_benchmark.json").write_text(json.dumps(info, indent=2))
+            for ranks in args.ranks:
+                r = _md(backend, engine, ranks, args, out)
+                info["results"].append(r)
+                print(f"[{backend}/{engine}/{ranks} ranks] {r}", flush=True)
+                (out / "lammps_md_benchmark.json").write_text(json.dumps(info, indent=2))
         if not args.no_core_split:
             aot = out / f"{backend}_aotinductor.mliap" if "aotinductor" in args.engine else None
             split = _core_split(args, out / f"{backend}.model", aot)
@@ -307,16 +315,19 @@ def main(argv: list[str] | None = None) -> int:
             (out / "lammps_md_benchmark.json").write_text(json.dumps(info, indent=2))
     print(f"\nLAMMPS MD, {info['device']}, {args.dtype}, model on {args.device}, "
           f"{args.channels} channels, hidden L={args.hidden_l}, max_ell {args.max_ell}, r_max {args.r_max}")
-    print(f"ranks {args.ranks}, plain path {args.plain_path}")
-    print(f"{'backend':8s} {'engine':12s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'model ms':>9s} {'overhead':>9s} "
+    print(f"plain path {args.plain_path}")
+    print(f"{'backend':8s} {'engine':12s} {'ranks':>5s} {'atoms':>6s} {'ns/day':>9s} {'ms/step':>9s} {'model ms':>9s} {'overhead':>9s} "
           f"{'drift eV/atom':>14s} {'core ms (script)':>17s} {'core ms (eager)':>16s} {'core ms (aot)':>14s}")
     for r in info["results"]:
         drift = "-" if r["etotal_drift_ev_per_atom"] is None else f"{r['etotal_drift_ev_per_atom']:.2e}"
         core = r.get("core_ms", {})
-        print(f"{r['backend']:8s} {r['engine']:12s} {r['atoms']:6d} {r['ns_per_day']:9.4f} {r['ms_per_step']:9.2f} "
+        print(f"{r['backend']:8s} {r['engine']:12s} {r['ranks']:5d} {r['atoms']:6d} {r['ns_per_day']:9.4f} {r['ms_per_step']:9.2f} "
               f"{r['model_ms_per_call']:9.2f} {100 * r['step_overhead_fraction']:8.1f}% {drift:>14s} "
               f"{core.get('scripted', float('nan')):17.2f} {core.get('eager', float('nan')):16.2f} "
               f"{core.get('aotinductor', float('nan')):14.2f}")
+    for r in info["results"]:
+        layers = "; ".join(f"rank {k}: " + " ".join("{}/{}/{}".format(*c) for c in rank) for k, rank in enumerate(r["layer_counts_per_rank"]))
+        print(f"{r['backend']:8s} {r['engine']:12s} {r['ranks']:5d} per layer, nodes read/updated/edges: {layers}")
     worst = max((max(v.values()) for v in info["exactness_float64"].values()), default=0.0)
     if worst > 1e-8:
         print(f"EXACTNESS CHECK FAILED: max relative deviation {worst:.2e} > 1e-8")

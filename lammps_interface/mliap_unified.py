@@ -15,10 +15,12 @@ Two execution paths:
 * **plain ML-IAP data object** (any LAMMPS built with ML-IAP + PYTHON), exact on any
   number of MPI ranks. One rank (``ids``): ghost atoms are mapped to the local atoms they
   image through their atom IDs, so a multi-layer model runs on the local graph. Several
-  ranks (``ghosts``): the graph is every local and ghost atom of the rank, its edges the
-  pairs of LAMMPS' own neighbour lists of local *and* ghost atoms (``pair_style mliap
-  unified FILE 1``), and only the local atoms' energies are differentiated, in one
-  backward pass; the pair forces go through ``update_pair_forces``, so forces on ghosts
+  ranks (``ghosts``): the edges are the pairs of LAMMPS' own neighbour lists of local
+  *and* ghost atoms (``pair_style mliap unified FILE 1``), ghosts that image the rank's
+  own atoms are mapped to them, and the graph is pruned by hop depth from the local atoms
+  (:mod:`lammps_interface._graph`: layer k of n runs on the atoms within n - k + 1 hops);
+  only the local atoms' energies are differentiated, in one backward pass; the pair
+  forces go through ``update_pair_forces``, so forces on ghosts
   reach their owners by LAMMPS' reverse communication (newton on), the global virial is
   LAMMPS' ``sum_i x_i f_i`` over local and ghost atoms (exact for this energy) and the
   per-atom virial is tallied pair by pair. It needs a ghost shell of at least
@@ -58,6 +60,7 @@ import torch
 import mace  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before e3nn loads)
 
 from ._errors import LAMMPSInterfaceError, ModelFileError
+from ._graph import LayeredGraph, layered_graph
 from ._timing import ForceCallTimer
 
 try:  # the base class LAMMPS documents; only an interface, it holds no behaviour
@@ -87,8 +90,9 @@ __all__ = [
     "ENGINES",
 ]
 
-#: Bumped when the pickled state changes incompatibly.
-FORMAT_VERSION = 1
+#: Bumped when the pickled state changes incompatibly (2: the core runs MACE's layers on
+#: per-layer prefixes of a depth-sorted graph, and the file records num_interactions).
+FORMAT_VERSION = 2
 
 #: How the plain path runs the model core: the TorchScript core, the eager core built
 #: from the eager model in the file, or the core compiled ahead of time by torch.export +
@@ -324,9 +328,9 @@ class MACEGauntMLIAP(MLIAPUnified):
         device: str,
         backend: str,
         head: str,
+        num_interactions: int,
         engine: str = "torchscript",
         live: Optional[tuple[torch.nn.Module, torch.nn.Module]] = None,
-        num_interactions: Optional[int] = None,
         aot: Optional[tuple[bytes, list[float]]] = None,
     ) -> None:
         super().__init__(None, ELEMENT_TYPES, 1, 1, 0.5 * float(r_max))
@@ -346,8 +350,7 @@ class MACEGauntMLIAP(MLIAPUnified):
             "head": head,
             "engine": engine,
         }
-        if num_interactions is not None:
-            self._state["num_interactions"] = int(num_interactions)
+        self._state["num_interactions"] = int(num_interactions)
         if engine == "aotinductor":
             if aot is None:
                 raise LAMMPSInterfaceError("engine aotinductor needs the compiled package (aot)")
@@ -388,6 +391,13 @@ class MACEGauntMLIAP(MLIAPUnified):
         if head not in heads:
             raise LAMMPSInterfaceError(f"model has no head {head!r}; its heads are {heads}")
         model = copy.deepcopy(model).to("cpu").to(dtype).eval()
+        from mace_gaunt_plugin.errors import IncompatibleMaceError
+        from mace_gaunt_plugin.mace._layered import UnsupportedModelError, check_supported
+
+        try:  # the core runs MACE's layers itself: refuse what it does not replicate before any work
+            check_supported(model)
+        except (UnsupportedModelError, IncompatibleMaceError) as exc:
+            raise LAMMPSInterfaceError(str(exc)) from None
         eager = io.BytesIO()
         torch.save(model, eager)
         # e3nn's compiler replaces submodules in place: script a copy
@@ -473,12 +483,9 @@ class MACEGauntMLIAP(MLIAPUnified):
         self.backend = st["backend"]
         self.dtype = st["dtype"]
         self.device = st["device"]
+        self.n_interactions = int(st["num_interactions"])
         #: n_interactions x r_max: how far a local atom's energy sees (the ghost-shell minimum)
-        n_interactions = st["num_interactions"] if "num_interactions" in st else int(self._core.model.num_interactions)
-        self.receptive_field = float(n_interactions * st["r_max"])
-        forward = getattr(getattr(self._core, "forward", None), "schema", None)
-        # cores exported before the several-ranks path differentiate every node's energy
-        self._core_takes_n_energy = forward is None or any(a.name == "n_energy" for a in forward.arguments)
+        self.receptive_field = float(self.n_interactions * st["r_max"])
 
     def _eager_model(self) -> torch.nn.Module:
         """The eager MACE model stored in the file (loaded once; needs this plugin)."""
@@ -588,41 +595,43 @@ class MACEGauntMLIAP(MLIAPUnified):
             rij = np.zeros((0, 3))
         try:
             if _plain_path(lmp.extract_setting("world_size")) == "ids":
-                species, senders, receivers, edges, eatom_nodes, n_energy = self._graph_ids(data, lmp, pair_i, jatoms)
+                graph = self._graph_ids(data, lmp, pair_i, jatoms)
             else:
-                species, senders, receivers, edges, eatom_nodes, n_energy = self._graph_ghosts(data, lmp, pair_i, jatoms)
+                graph = self._graph_ghosts(data, lmp, pair_i, jatoms)
+            species = self._check_species(np.asarray(data.elems)[graph.atoms].astype(np.int64))
         except LAMMPSInterfaceError as exc:
             _fail(lmp, str(exc))
 
         dev = self._device
-        vectors = torch.from_numpy(-(rij if edges is None else rij[edges])).to(dev)
-        edge_index = torch.from_numpy(np.stack([senders, receivers])).to(dev)
-        args = (vectors, edge_index, torch.from_numpy(species).to(dev))
+        vectors = torch.from_numpy(-(rij if graph.pairs is None else rij[graph.pairs])).to(dev)
+        edge_index = torch.from_numpy(np.stack([graph.senders, graph.receivers])).to(dev)
         self._timer.model_started()
-        node_energy, edge_forces = self._core(*args) if n_energy < 0 else self._core(*args, n_energy)
+        node_energy, edge_forces = self._core(
+            vectors, edge_index, torch.from_numpy(species).to(dev), graph.nodes, graph.edges
+        )
         self._timer.model_finished()
         out = torch.cat([node_energy, edge_forces.to(torch.float64).reshape(-1)]).cpu().numpy()
-        n_nodes = species.shape[0]
-        eatoms = out[:n_nodes] if eatom_nodes is None else out[:n_nodes][eatom_nodes]
+        n_local = graph.nodes[0]
+        # the ML-IAP list's atoms are local atoms, whose node is their LAMMPS index (or, on
+        # the one-rank route, their place in the list)
+        eatoms = out[:n_local] if graph.eatom_nodes is None else out[:n_local][graph.eatom_nodes]
         data.eatoms = np.ascontiguousarray(eatoms)
         data.energy = float(eatoms.sum())
         if npairs:
-            fij = out[n_nodes:].reshape(-1, 3)
-            if edges is not None:  # pairs of ghost atoms' lists carry no force on this route
+            fij = out[n_local:].reshape(-1, 3)
+            if graph.pairs is not None:  # pairs that carry no work get no force
                 full = np.zeros((npairs, 3))
-                full[edges] = fij
+                full[graph.pairs] = fij
                 fij = full
             data.update_pair_forces(np.ascontiguousarray(fij))
-        self._timer.call_finished()
+        self._timer.call_finished(graph.layer_counts())
 
-    def _graph_ids(self, data: Any, lmp: Any, pair_i: np.ndarray, jatoms: np.ndarray) -> tuple:
+    def _graph_ids(self, data: Any, lmp: Any, pair_i: np.ndarray, jatoms: np.ndarray) -> LayeredGraph:
         """One rank: nodes are the ML-IAP list's local atoms, a ghost neighbour is replaced
         by the local atom it images (same atom ID). Pairs of ghost atoms' own lists (with
-        ``pair_style ... 1``) are left out. Returns (species, senders, receivers, edges
-        used or None for all, nodes of ``data.eatoms`` or None, n_energy = -1)."""
+        ``pair_style ... 1``) are left out. Every layer runs on the whole graph."""
         nlocal, ntotal, nlist = int(data.nlocal), int(data.ntotal), int(data.nlistatoms)
         iatoms = np.asarray(data.iatoms)[:nlist].astype(np.int64)
-        species = self._check_species(np.asarray(data.elems)[iatoms].astype(np.int64))
         edges = None
         if int(data.natomneigh) > nlist:
             edges = np.flatnonzero(pair_i < nlocal)
@@ -648,25 +657,20 @@ class MACEGauntMLIAP(MLIAPUnified):
         receivers = node_of_local[pair_i]
         if (senders < 0).any():
             raise LAMMPSInterfaceError("a neighbour's local image is not in the ML-IAP atom list (pair_coeff NULL type?)")
-        return species, senders, receivers, edges, None, -1
+        return LayeredGraph.whole(iatoms, senders, receivers, edges, self.n_interactions)
 
-    def _graph_ghosts(self, data: Any, lmp: Any, pair_i: np.ndarray, jatoms: np.ndarray) -> tuple:
-        """Any number of ranks: nodes are all local and ghost atoms (LAMMPS' indices), edges
-        all pairs of the neighbour lists of local and ghost atoms, energy differentiated
-        over the local atoms only. Exact when the ghost shell reaches
-        :attr:`receptive_field` beyond every local atom (checked here on this rank's
-        atoms). Returns what :meth:`_graph_ids` returns."""
+    def _graph_ghosts(self, data: Any, lmp: Any, pair_i: np.ndarray, jatoms: np.ndarray) -> LayeredGraph:
+        """Any number of ranks: the pairs of the neighbour lists of local and ghost atoms,
+        ghosts that image this rank's own atoms mapped to them, pruned by hop depth
+        (:func:`~lammps_interface._graph.layered_graph`); the energy differentiated is the
+        local atoms'. Exact when the ghost shell reaches :attr:`receptive_field` beyond
+        every local atom (checked here on this rank's atoms)."""
         nlocal, ntotal, nlist = int(data.nlocal), int(data.ntotal), int(data.nlistatoms)
         cutoff_line = (
             f"comm_modify cutoff {self.receptive_field + _DEFAULT_METAL_SKIN:g}  "
             f"(n_interactions x r_max = {self.receptive_field:g} A, plus the neighbour skin: "
             f"{_DEFAULT_METAL_SKIN:g} A unless the deck sets another; keep it at least one interatomic spacing)"
         )
-        if not self._core_takes_n_energy:
-            raise LAMMPSInterfaceError(
-                "this model file was exported before the several-ranks route existed: re-export it with "
-                "mace_gaunt_create_lammps_model"
-            )
         if int(data.natomneigh) != nlist + (ntotal - nlocal):
             raise LAMMPSInterfaceError(
                 "several MPI ranks need LAMMPS' neighbour lists of the ghost atoms too: end the pair_style line "
@@ -680,9 +684,13 @@ class MACEGauntMLIAP(MLIAPUnified):
                 f"{shortfall}: the ghost-atom shell is too thin for this model. Add this line before the first "
                 f"run:\n    {cutoff_line}"
             )
-        species = self._check_species(np.asarray(data.elems)[:ntotal].astype(np.int64))
-        iatoms = np.asarray(data.iatoms)[:nlist].astype(np.int64)
-        return species, jatoms, pair_i, None, iatoms, nlocal
+        tags = np.asarray(lmp.numpy.extract_atom("id", nelem=ntotal)).astype(np.int64)
+        try:
+            graph = layered_graph(tags, nlocal, pair_i, jatoms, self.n_interactions)
+        except ValueError as exc:
+            raise LAMMPSInterfaceError(str(exc)) from None
+        graph.eatom_nodes = np.asarray(data.iatoms)[:nlist].astype(np.int64)
+        return graph
 
     # ------------------------------------------------------------ KOKKOS path
     def _compute_kokkos(self, data: Any) -> None:

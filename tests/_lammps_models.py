@@ -35,6 +35,9 @@ CONFIGS = {
     # "tiny" with r_max 3 (the 12 nearest Cu neighbours): a 6 A receptive field, for NVE on two ranks
     "tiny_r3": dict(atomic_numbers=(29,), r_max=3.0, hidden_irreps="4x0e + 4x1o", max_ell=2, correlation=2,
                     radial_MLP=[8, 8], MLP_irreps="4x0e", atomic_energies=[-3.7]),
+    # "tiny_r3" with O and Cu: first-layer messages depend on the sender (the fake-rank pruning test)
+    "tiny_r3_cuo": dict(atomic_numbers=(8, 29), r_max=3.0, hidden_irreps="4x0e + 4x1o", max_ell=2, correlation=2,
+                        radial_MLP=[8, 8], MLP_irreps="4x0e", atomic_energies=[-2.1, -3.7]),
 }
 
 

@@ -3,7 +3,8 @@ registered TP backend and the torchscript and aotinductor engines: energy, per-a
 energies, forces and virial with processor grids 2x1x1 and 1x2x1 equal the single-rank
 run and the ASE ``MACECalculator`` to 1e-10 relative, on (a) a periodic fcc Cu box whose subdomains (5.4 A) are thinner than the
 model's receptive field (2 x r_max = 10 A) and (b) a small triclinic cell (every length
-< r_max); NVE under two ranks conserves energy; a too-thin ghost shell, missing ghost
+< r_max), on the pruned graph (own images mapped to local atoms, layers pruned by hop depth;
+the timing file shows it); NVE under two ranks conserves energy; a too-thin ghost shell, missing ghost
 neighbour lists, an unknown element and a missing attach stop the run with a message.
 
 Needs LAMMPS built with MPI (``bash lammps_interface/build_lammps.sh``, the default) and
@@ -123,6 +124,28 @@ def test_ghost_route_on_one_rank(backend: str, engine: str, monkeypatch) -> None
     for key in KEYS:
         err = harness.max_relative_error(got[key], ref[key])
         assert err < RTOL, f"{key}: max relative deviation {err:.2e}"
+
+
+def test_two_ranks_prune_the_graph(tmp_path, monkeypatch) -> None:
+    """The timing file of a two-rank run shows the pruned graph: the last layer updates
+    each rank's local atoms only (together every atom once), the first layer also the
+    atoms within one hop, and the first layer reads under a third of the atoms in the 12 A
+    ghost shell that each rank's graph held before pruning (a 5.4 A slab of a 10.8 A box)."""
+    from lammps_interface._timing import read_layer_counts
+
+    monkeypatch.setenv("MGP_LAMMPS_TIMING", str(tmp_path / "t"))
+    _, model_file = exported_model(BACKENDS[0])
+    atoms, elements = _structures()["fcc_cu_108"]
+    case = {"kind": "single_point", "model_file": str(model_file), "atoms": harness.atoms_spec(atoms),
+            "elements": elements, "setup": {"processors": "2 1 1", "comm_cutoff": COMM_CUTOFF, "ghost_lists": True}}
+    harness.run_mpi([case], 2, str(tmp_path), timeout=600)
+    counts = [read_layer_counts(tmp_path / f"t.rank{r}")[-1] for r in range(2)]
+    assert sum(rank[-1][1] for rank in counts) == len(atoms), counts
+    for (read1, updated1, edges1), (read2, updated2, edges2) in counts:
+        assert read2 == updated1 and updated2 < updated1 < read1 and edges2 < edges1, counts
+    length = atoms.cell.lengths()[0]  # cubic box
+    shell = len(atoms) / length**3 * (length / 2 + 2 * COMM_CUTOFF) * (length + 2 * COMM_CUTOFF) ** 2
+    assert max(rank[0][0] for rank in counts) < shell / 3, (counts, shell)  # the unpruned graph: every atom of the shell
 
 
 def test_nve_energy_drift_two_ranks(tmp_path) -> None:

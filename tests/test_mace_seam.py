@@ -145,3 +145,56 @@ def test_importing_the_seam_never_raises_for_incompatibility(monkeypatch: pytest
         monkeypatch.undo()
         importlib.reload(_seam)
     assert _seam.PROBLEMS == ()
+
+
+# ------------------------------------------------- seam 8: the layered LAMMPS core
+def test_the_installed_mace_forward_is_what_the_layered_core_replicates() -> None:
+    assert _seam.LAYERED_PROBLEMS == ()
+    assert _seam.layered_forward_problems() == []
+
+
+def test_a_forward_that_reads_something_new_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mace.modules as modules
+    import mace.modules.models as models
+
+    def forward(self, data, training=False):  # noqa: ANN001, ANN202  (a MACE with a new feature)
+        return self.spin_embedding(data)
+
+    class NewInteraction(modules.interaction_classes["RealAgnosticResidualInteractionBlock"]):
+        def forward(self, node_attrs, node_feats, edge_attrs, edge_feats, edge_index):  # noqa: ANN001, ANN202
+            raise AssertionError("never called")
+
+    monkeypatch.setattr(models.ScaleShiftMACE, "forward", forward)
+    monkeypatch.setitem(modules.interaction_classes, "NewInteraction", NewInteraction)
+    problems = _seam.layered_forward_problems()
+    assert problems == [
+        "mace.modules.models.ScaleShiftMACE.forward now reads spin_embedding, which the layered LAMMPS core does not replicate",
+        "NewInteraction.forward no longer takes cutoff, first_layer",
+    ], problems
+    assert not any("spin_embedding" in p for p in _seam.incompatibilities())  # training and the rest are unaffected
+
+
+def test_the_layered_core_refuses_what_it_does_not_replicate(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from mace.modules.models import ScaleShiftMACE
+
+    from mace_gaunt_plugin.mace._layered import LayeredMACE, UnsupportedModelError
+    from mace_gaunt_plugin.testing import default_dtype, small_mace_config
+
+    with default_dtype(torch.float64):
+        model = mgp.build_model("e3nn", **small_mace_config())
+
+    class MyMACE(ScaleShiftMACE):
+        pass
+
+    model.__class__ = MyMACE
+    with pytest.raises(UnsupportedModelError, match="MACE and ScaleShiftMACE; this model is a MyMACE"):
+        LayeredMACE(model)
+    model.__class__ = ScaleShiftMACE
+    model.joint_embedding = torch.nn.Identity()
+    with pytest.raises(UnsupportedModelError, match="embedding_specs"):
+        LayeredMACE(model)
+    del model.joint_embedding
+    monkeypatch.setattr(_seam, "LAYERED_PROBLEMS", ("mace.modules.models.MACE.forward is gone",))
+    with pytest.raises(IncompatibleMaceError, match="MACE.forward is gone"):
+        LayeredMACE(model)

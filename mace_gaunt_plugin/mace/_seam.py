@@ -27,6 +27,14 @@ Internals read or written:
    reads and writes checkpoints (:func:`checkpoint_handler_class`).
 7. ``mace.modules.irreps_tools.tp_out_irreps_with_instructions`` (MACE's own conv layout),
    called by ``conv_weights=path`` and ``switch_backend`` to build exactly MACE's layout.
+8. The energy forward of ``MACE`` and ``ScaleShiftMACE``, which the LAMMPS core replicates
+   layer by layer (:mod:`._layered`): the submodules it calls (``atomic_energies_fn``,
+   ``node_embedding``, ``spherical_harmonics``, ``radial_embedding``, ``interactions``,
+   ``products``, ``readouts``, ``scale_shift``, ``pair_repulsion_fn``) with the keyword
+   arguments MACE passes them. :data:`LAYERED_PROBLEMS` names every name those forwards
+   read that 0.3.16's did not (a feature the replica would miss) and every changed
+   signature; only the LAMMPS core needs it (:func:`require_layered_forward`), so it is
+   kept out of :data:`PROBLEMS`.
 
 At import, :data:`PROBLEMS` lists every way the installed MACE differs from what the
 seam relies on (a name gone, another signature, MACE's code no longer looking a
@@ -63,6 +71,11 @@ __all__ = [
     "current",
     "incompatibilities",
     "install_main",
+    "LAYERED_PROBLEMS",
+    "layered_forward_problems",
+    "layered_model_classes",
+    "require_layered_forward",
+    "scales_and_shifts",
     "require_compatible",
     "shrink_radial_mlp",
     "stock_model_config",
@@ -338,7 +351,93 @@ def checkpoint_handler_class(
     return PluginCheckpointHandler
 
 
+_MODELS = "mace.modules.models"
+
+#: Seam 8: every name (attribute, global, string constant) the energy forwards of mace-torch
+#: 0.3.16 read; :class:`~mace_gaunt_plugin.mace._layered.LayeredMACE` replicates them all.
+_LAYERED_FORWARD_NAMES: dict[str, frozenset[str]] = {
+    f"{_MODELS}.MACE.forward": frozenset(
+        "append atomic_energies_fn atomic_numbers cat cell displacement dtype embedding_readout embedding_specs "
+        "enumerate get_atomic_virials_stresses get_outputs hasattr int64 interaction_kwargs interactions is_lammps "
+        "items joint_embedding lammps_class lammps_natoms len lengths node_embedding node_heads num_atoms_arange "
+        "num_graphs pair_repulsion_fn positions prepare_graph products radial_embedding readouts scatter_sum shape "
+        "spherical_harmonics squeeze stack sum to torch vectors zeros_like zip "
+        "batch edge_index node_attrs pair_repulsion".split()
+    ),
+    f"{_MODELS}.ScaleShiftMACE.forward": frozenset(
+        "append atleast_1d atomic_energies_fn atomic_numbers cat cell clone displacement double dtype "
+        "embedding_readout embedding_specs enumerate get_atomic_virials_stresses get_outputs hasattr int64 "
+        "interaction_kwargs interactions is_lammps items joint_embedding lammps_class lammps_natoms len lengths "
+        "node_embedding node_heads num_atoms_arange num_graphs pair_repulsion_fn positions prepare_graph products "
+        "radial_embedding readouts scale_shift scatter_sum shape spherical_harmonics squeeze stack sum to torch "
+        "vectors zeros_like zip batch edge_index node_attrs pair_repulsion".split()
+    ),
+}
+
+#: Seam 8: the modules the replica calls, with the leading parameters it passes (by keyword
+#: for interactions and products, by position for the others).
+_LAYERED_CALLS: tuple[Seam, ...] = (
+    Seam(f"{_BLOCKS}.RadialEmbeddingBlock.forward", ("self", "edge_lengths", "node_attrs", "edge_index", "atomic_numbers")),
+    Seam(f"{_BLOCKS}.EquivariantProductBasisBlock.forward", ("self", "node_feats", "sc", "node_attrs")),
+    Seam(f"{_BLOCKS}.AtomicEnergiesBlock.forward", ("self", "x")),
+    Seam(f"{_BLOCKS}.LinearNodeEmbeddingBlock.forward", ("self", "node_attrs")),
+    Seam(f"{_BLOCKS}.LinearReadoutBlock.forward", ("self", "x", "heads")),
+    Seam(f"{_BLOCKS}.NonLinearReadoutBlock.forward", ("self", "x", "heads")),
+    Seam(f"{_BLOCKS}.ScaleShiftBlock.forward", ("self", "x", "head")),
+    Seam("mace.modules.radial.ZBLBasis.forward", ("self", "x", "node_attrs", "edge_index", "atomic_numbers")),
+)
+
+#: the keywords the replica passes every interaction block (as MACE's forward does)
+_INTERACTION_KEYWORDS = ("node_attrs", "node_feats", "edge_attrs", "edge_feats", "edge_index", "cutoff", "first_layer")
+
+
+def layered_forward_problems() -> list[str]:
+    """Every difference between the installed MACE and what seam 8 replicates (empty: none)."""
+    problems = [p for seam in _LAYERED_CALLS for p in _seam_problems(seam)]
+    for target, known in _LAYERED_FORWARD_NAMES.items():
+        try:
+            found = _names_in_code(_get(target))
+        except AttributeError:
+            problems.append(f"{target} is gone")
+            continue
+        new = sorted(found - known)
+        if new:
+            problems.append(f"{target} now reads {', '.join(new)}, which the layered LAMMPS core does not replicate")
+    for name, cls in sorted(mace.modules.interaction_classes.items()):
+        try:
+            params = set(inspect.signature(cls.forward).parameters)
+        except (TypeError, ValueError):
+            params = set()
+        missing = [k for k in _INTERACTION_KEYWORDS if k not in params]
+        if missing:
+            problems.append(f"{name}.forward no longer takes {', '.join(missing)}")
+    return problems
+
+
+def require_layered_forward() -> None:
+    """Raise :class:`IncompatibleMaceError` naming every problem in :data:`LAYERED_PROBLEMS`, if any."""
+    if LAYERED_PROBLEMS:
+        raise IncompatibleMaceError(getattr(mace, "__version__", "?"), TESTED_MACE, list(LAYERED_PROBLEMS))
+
+
+def layered_model_classes() -> tuple[type, ...]:
+    """Seam 8: the model classes whose forward the layered LAMMPS core replicates (exactly these, not subclasses)."""
+    import mace.modules.models as models
+
+    return (models.MACE, models.ScaleShiftMACE)
+
+
+def scales_and_shifts(model: torch.nn.Module) -> bool:
+    """Seam 8: whether ``model``'s forward scales and shifts the interaction energies
+    (``ScaleShiftMACE``) rather than summing them with E0 (``MACE``)."""
+    import mace.modules.models as models
+
+    return type(model) is models.ScaleShiftMACE
+
+
 # Last, once every function above exists: importing ``mace.cli.run_train`` here runs the
 # start-up hook, which calls :func:`install_main` of this (partly imported) module.
 #: What :func:`incompatibilities` found when this module was imported.
 PROBLEMS: tuple[str, ...] = tuple(incompatibilities())
+#: What :func:`layered_forward_problems` found when this module was imported.
+LAYERED_PROBLEMS: tuple[str, ...] = tuple(layered_forward_problems())
