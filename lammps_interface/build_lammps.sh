@@ -39,8 +39,10 @@ trap 'echo "build_lammps.sh: error: line $LINENO: \"$BASH_COMMAND\" failed" >&2'
 # Everything runs inside main(), so bash has parsed the whole file before it starts:
 # editing this file while a build runs cannot derail that build.
 main() {
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lammps_releases.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lammps_releases.sh"
+source "$HERE/lammps_releases.sh"
+PATCHER="$HERE/patch_lammps_source.sh"   # our patches to the LAMMPS source (see that file)
 RELEASE="${MGP_LAMMPS_RELEASE:-}"
 
 KOKKOS_CUDA_ARCH=""
@@ -225,7 +227,8 @@ if [[ -n "$KOKKOS_CUDA_ARCH" ]]; then
                  -D "Kokkos_ARCH_${KOKKOS_CUDA_ARCH}=on" -D Kokkos_ENABLE_OPENMP="$OPENMP")
 fi
 
-KEY="$(printf '%s\n' "$SRC_ID" "$PY_ID" "${CMAKE_OPTS[@]}" | sha256sum | cut -c1-12)"
+PATCH_ID="patches:$(sha256_of "$PATCHER")"
+KEY="$(printf '%s\n' "$SRC_ID" "$PATCH_ID" "$PY_ID" "${CMAKE_OPTS[@]}" | sha256sum | cut -c1-12)"
 
 # ---------------------------------------------------------------- source tree
 unpack_source() {   # $1 tarball, $2 destination: only what a build needs
@@ -270,6 +273,7 @@ prepare_tree() {
         unpack_source "$tarball" "$tree"
     fi
     add_kokkos "$tree"
+    bash "$PATCHER" "$tree" || die "patching the LAMMPS source failed"
     # Debian's tarball (dfsg) has dangling symlinks under python/: install-python chokes on them.
     find "$tree/python" -xtype l -delete
 }
