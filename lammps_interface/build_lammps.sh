@@ -31,8 +31,8 @@
 #   --offline: install the Python module with the environment's own setuptools instead of
 #   the install-python target (which makes a fresh venv and fetches pip/build/wheel).
 #   ARCH is a Kokkos architecture name such as HOPPER90, AMPERE80, ADA89. KOKKOS needs
-#   Kokkos sources (>= 4.5.01): lib/kokkos of the LAMMPS tree, or KOKKOS_SRC (Debian's
-#   tarball has none).
+#   Kokkos sources (>= 5.1.0 for 20260704, >= 4.5.01 for 20250204): lib/kokkos of the
+#   LAMMPS tree, or KOKKOS_SRC (Debian's tarballs have none).
 set -euo pipefail
 trap 'echo "build_lammps.sh: error: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
@@ -81,7 +81,7 @@ while [[ $# -gt 0 ]]; do
         --force)       FORCE=1; shift ;;
         --print-dir)   PRINT_DIR=1; shift ;;
         --offline)     OFFLINE=1; shift ;;
-        -h|--help)     sed -n '2,36p' "$0"; exit 0 ;;
+        -h|--help)     sed -n '2,35p' "$0"; exit 0 ;;
         *)             die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -240,7 +240,7 @@ unpack_source() {   # $1 tarball, $2 destination: only what a build needs
         || die "could not unpack src/, cmake/ and python/ from $tarball"
     if [[ -n "$KOKKOS_CUDA_ARCH" && -z "${KOKKOS_SRC:-}" ]]; then
         lammps_tar_extract "$tarball" "$prefix" "$dest" lib/kokkos 2>/dev/null \
-            || die "$tarball has no lib/kokkos (Debian's tarball has none): set KOKKOS_SRC to a Kokkos >= 4.5.01 source tree"
+            || die "$tarball has no lib/kokkos (Debian's tarball has none): set KOKKOS_SRC to a Kokkos >= $KOKKOS_MIN source tree"
     fi
 }
 
@@ -251,7 +251,7 @@ add_kokkos() {   # $1 LAMMPS tree: put Kokkos into lib/kokkos when KOKKOS is ask
         mkdir -p "$1/lib" && rm -rf "$1/lib/kokkos" && cp -a "$KOKKOS_SRC" "$1/lib/kokkos"
     fi
     [[ -f "$1/lib/kokkos/CMakeLists.txt" ]] \
-        || die "--kokkos-cuda needs Kokkos sources in lib/kokkos: set KOKKOS_SRC to a Kokkos >= 4.5.01 tree"
+        || die "--kokkos-cuda needs Kokkos sources in lib/kokkos: set KOKKOS_SRC to a Kokkos >= $KOKKOS_MIN tree (LAMMPS $RELEASE)"
 }
 
 VERSION=""

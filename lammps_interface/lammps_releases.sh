@@ -8,7 +8,8 @@
 LAMMPS_DEFAULT_RELEASE=20260704
 LAMMPS_RELEASES="20260704 20250204"
 
-# $1 release (YYYYMMDD) -> DEBIAN_SUITE, DEBIAN_TARBALL, DEBIAN_SHA256, DEBIAN_SIZE_MB;
+# $1 release (YYYYMMDD) -> DEBIAN_SUITE, DEBIAN_TARBALL, DEBIAN_SHA256, DEBIAN_SIZE_MB and
+# KOKKOS_MIN (the Kokkos its KOKKOS package needs; neither Debian tarball ships one);
 # fails for a release not in the table.
 lammps_release_info() {
     case "$1" in
@@ -16,12 +17,14 @@ lammps_release_info() {
             DEBIAN_SUITE=sid
             DEBIAN_TARBALL="lammps_20260704+dfsg.orig.tar.gz"
             DEBIAN_SHA256="cddbc45a047416bd48a4a0b87f24a5b61b3446982b74d18cafe619c22b17eb62"
-            DEBIAN_SIZE_MB=214 ;;
+            DEBIAN_SIZE_MB=214
+            KOKKOS_MIN=5.1.0 ;;   # and C++20
         20250204)   # "4 Feb 2025", Debian trixie (20250204+dfsg.1); top folder lammps-4Feb2025/
             DEBIAN_SUITE=trixie
             DEBIAN_TARBALL="lammps_20250204+dfsg.1.orig.tar.xz"
             DEBIAN_SHA256="3671165bd52fad36734e0a9136c5bc5ecb225e03988f8c89aa13366a8b53b1c7"
-            DEBIAN_SIZE_MB=132 ;;
+            DEBIAN_SIZE_MB=132
+            KOKKOS_MIN=4.5.01 ;;
         *) return 1 ;;
     esac
 }
