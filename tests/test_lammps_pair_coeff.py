@@ -59,20 +59,20 @@ units metal
 atom_style atomic
 boundary p p p
 read_data data.cnho
-{attach}pair_style mliap unified {model} 0
+{extra}{attach}pair_style mliap unified {model} 0
 pair_coeff * * {elements}
 run 0
 print "MGP_PE $(pe:%.16e)"
 """
 
 
-def _run(tmp_path: Path, elements: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, elements: str, env_extra: dict | None = None, extra: str = "") -> subprocess.CompletedProcess:
     lmp = harness.find_lmp()
     if lmp is None:
         pytest.fail("no lmp executable: build_lammps.sh links it next to this Python")
     _, model_file = exported_model("e3nn")
     (tmp_path / "data.cnho").write_text(DATA)
-    (tmp_path / "in.deck").write_text(DECK.format(attach=INPUT_DECK_LINES, model=model_file, elements=elements))
+    (tmp_path / "in.deck").write_text(DECK.format(attach=INPUT_DECK_LINES, model=model_file, elements=elements, extra=extra))
     env = harness.lmp_env()
     env.pop("MGP_LAMMPS_ALLOW_MASS_MISMATCH", None)
     env.update(env_extra or {})
@@ -126,3 +126,12 @@ def test_mass_check_opt_out(tmp_path: Path) -> None:
     permuted = _energy(_run(tmp_path, "H C N O", {"MGP_LAMMPS_ALLOW_MASS_MISMATCH": "1"}))
     assert permuted != right
     _assert_stops(_run(tmp_path, "C H N O", {"MGP_LAMMPS_ALLOW_MASS_MISMATCH": "yes"}), "must be 1")
+
+
+def test_per_atom_masses_are_checked_too(tmp_path: Path) -> None:
+    """With per-atom masses (``rmass``), each distinct mass of a type is checked."""
+    rmass = "fix mgp_rmass all property/atom rmass\n" + "".join(
+        f"set type {t} mass {m}\n" for t, m in ((1, 12.011), (2, 1.008), (3, 14.007), (4, 15.999))
+    )
+    _energy(_run(tmp_path, "C H N O", extra=rmass))
+    _assert_stops(_run(tmp_path, "H C N O", extra=rmass), "atom type 1 has mass 12.011", "pair_coeff * * C H N O")
