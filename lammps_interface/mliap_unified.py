@@ -41,7 +41,8 @@ the deck builds the wrapper itself with :func:`load_safe_into_lammps` and uses
 
 Anything the wrapper cannot compute exactly stops the run with a message that says why
 (a too-thin ghost shell, missing ghost neighbour lists, an element the model does not
-know, a missing instance handle, a corrupt file). On several ranks a problem one rank
+know, an atom type whose mass does not fit its element (:mod:`._type_masses`), a missing
+instance handle, a corrupt file). On several ranks a problem one rank
 sees is reported by that rank (``ERROR on proc N``) and aborts every rank, so no rank
 waits for the others.
 """
