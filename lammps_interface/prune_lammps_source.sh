@@ -5,11 +5,14 @@
 #     LAMMPS_SRC=lammps-pruned.tar.gz bash lammps_interface/build_lammps.sh [--kokkos-cuda ARCH]
 #
 # Usage: bash lammps_interface/prune_lammps_source.sh OUT.tar.gz
-# Source: LAMMPS_SRC (tree or tarball) if set, else the Debian tarball that
-# build_lammps.sh fetched into its cache (run build_lammps.sh first).
+# Source: LAMMPS_SRC (tree or tarball) if set, else the Debian tarball of release
+# MGP_LAMMPS_RELEASE (default: build_lammps.sh's default) that build_lammps.sh fetched
+# into its cache (run build_lammps.sh first).
 set -euo pipefail
 trap 'echo "prune_lammps_source.sh: error: line $LINENO: \"$BASH_COMMAND\" failed" >&2' ERR
 die() { echo "prune_lammps_source.sh: error: $*" >&2; exit 1; }
+# shellcheck source=lammps_releases.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lammps_releases.sh"
 
 [[ $# -eq 1 ]] || die "usage: $0 OUT.tar.gz"
 OUT="$(realpath -m "$1")"
@@ -21,15 +24,16 @@ trap 'rm -rf "$scratch"' EXIT
 if [[ -n "${LAMMPS_SRC:-}" && -d "$LAMMPS_SRC" ]]; then
     full="$(realpath "$LAMMPS_SRC")"
 else
-    tarball="${LAMMPS_SRC:-$(ls "$CACHE_ROOT"/downloads/lammps_*.orig.tar.* 2>/dev/null | head -1 || true)}"
-    [[ -n "$tarball" && -f "$tarball" ]] \
-        || die "no LAMMPS source: set LAMMPS_SRC or run bash lammps_interface/build_lammps.sh first"
+    release="${MGP_LAMMPS_RELEASE:-$LAMMPS_DEFAULT_RELEASE}"
+    lammps_release_info "$release" || die "unknown LAMMPS release '$release' (known: $LAMMPS_RELEASES)"
+    tarball="${LAMMPS_SRC:-$CACHE_ROOT/downloads/$DEBIAN_TARBALL}"
+    [[ -f "$tarball" ]] \
+        || die "no LAMMPS source ($tarball): set LAMMPS_SRC or run bash lammps_interface/build_lammps.sh --release $release first"
     mkdir -p "$scratch/full"
-    tar -xf "$tarball" -C "$scratch/full" --strip-components=1 --wildcards --no-wildcards-match-slash \
-        '*/src' '*/cmake' '*/python'
+    prefix="$(lammps_tar_prefix "$tarball")" || die "$tarball holds no LAMMPS tree (no src/version.h)"
+    lammps_tar_extract "$tarball" "$prefix" "$scratch/full" src cmake python
     # lib/kokkos is optional (Debian's dfsg tarball has none)
-    tar -xf "$tarball" -C "$scratch/full" --strip-components=1 --wildcards --no-wildcards-match-slash \
-        '*/lib/kokkos' 2>/dev/null || true
+    lammps_tar_extract "$tarball" "$prefix" "$scratch/full" lib/kokkos 2>/dev/null || true
     full="$scratch/full"
 fi
 [[ -f "$full/src/version.h" ]] || die "$full is not a LAMMPS tree"
@@ -57,7 +61,7 @@ elif [[ -d "$full/lib/kokkos" ]]; then
     cp -a "$full/lib/kokkos" "$dest/lib/"
 else
     echo "prune_lammps_source.sh: note: no Kokkos source (Debian's tarball has none; set KOKKOS_SRC to a" \
-         "Kokkos >= 4.5.01 tree to include one); the tarball builds the plain ML-IAP path only" >&2
+         "Kokkos tree to include one: >= 5.1.0 for LAMMPS 20260704, >= 4.5.01 for 20250204); the tarball builds the plain ML-IAP path only" >&2
 fi
 find "$dest/python" -xtype l -delete
 # Kokkos ships docs, examples and tests the build does not need

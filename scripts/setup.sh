@@ -7,6 +7,7 @@
 #   TORCH_SPEC        the torch to install first (default torch==2.13.0, a CPU build;
 #                     on a GPU machine install your CUDA torch into the venv instead)
 #   SKIP_LAMMPS=1     do not build LAMMPS
+#   MGP_LAMMPS_RELEASE  the LAMMPS release to build: 20260704 (default) or 20250204
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${MACE_GAUNT_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/mace-gaunt-plugin/venv}

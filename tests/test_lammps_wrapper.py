@@ -22,20 +22,28 @@ class FakeLammps:
 
     lmp = object()
 
-    def __init__(self, tags: np.ndarray, nlocal: int, world_size: int = 1) -> None:
+    def __init__(self, tags: np.ndarray, nlocal: int, elems: np.ndarray, world_size: int = 1) -> None:
+        from ase.data import atomic_masses
+
         self.tags, self.nlocal, self.world_size = tags, nlocal, world_size
+        # one atom type per element, with its standard mass (as a data file would have)
+        elements, types = np.unique(np.asarray(elems)[:nlocal], return_inverse=True)
+        self.types = (types + 1).astype(np.int32)
+        self.masses = np.concatenate([[0.0], atomic_masses[elements + 1]])
         outer = self
 
         class _Numpy:
             @staticmethod
             def extract_atom(name: str, nelem: int) -> np.ndarray:
-                assert name == "id"
-                return outer.tags[:nelem]
+                arrays = {"id": outer.tags, "type": outer.types, "mass": outer.masses}
+                return arrays[name][:nelem]
 
         self.numpy = _Numpy()
 
     def extract_setting(self, name: str) -> int:
-        return {"world_size": self.world_size, "world_rank": 0, "nlocal": self.nlocal, "nall": len(self.tags)}[name]
+        settings = {"world_size": self.world_size, "world_rank": 0, "nlocal": self.nlocal, "nall": len(self.tags)}
+        settings.update(ntypes=len(self.masses) - 1, rmass_flag=0)
+        return settings[name]
 
 
 class FakeData:
@@ -103,7 +111,7 @@ def test_ghost_mapping_matches_ase(backend: str, engine: str, exported, attached
     atoms = _cu2o()
     data = FakeData(atoms, R_MAX)
     assert data.ntotal > data.nlocal  # ghosts exist
-    mu._ATTACHED = FakeLammps(data.tags, data.nlocal)
+    mu._ATTACHED = FakeLammps(data.tags, data.nlocal, data.elems)
     wrapper.compute_forces(data)
     ref = harness.ase_reference(str(model_path), atoms)
     assert harness.max_relative_error(data.energy, ref["energy"]) < 1e-10
@@ -127,7 +135,7 @@ def test_force_call_timing(exported, attached, tmp_path, monkeypatch) -> None:
         wrapper = mu.load_model_file(model_file)
         for _ in range(2):
             data = FakeData(atoms, R_MAX)
-            mu._ATTACHED = FakeLammps(data.tags, data.nlocal)
+            mu._ATTACHED = FakeLammps(data.tags, data.nlocal, data.elems)
             wrapper.compute_forces(data)
             energies.append(data.energy)
         if timing is None:
@@ -164,13 +172,13 @@ def test_refusals(exported, attached) -> None:
     mu._ATTACHED = None
     with pytest.raises(LAMMPSInterfaceError, match="attach_lammps"):
         wrapper.compute_forces(data)
-    mu._ATTACHED = FakeLammps(data.tags, data.nlocal)
+    mu._ATTACHED = FakeLammps(data.tags, data.nlocal, data.elems)
     data.elems[0] = 25  # Fe
     with pytest.raises(LAMMPSInterfaceError, match="Fe.*model's elements are H, C, N, O, Cu"):
         wrapper.compute_forces(data)
     data = FakeData(atoms, R_MAX)
     data.tags[data.nlocal] = 99  # a ghost whose atom lives on another rank
-    mu._ATTACHED = FakeLammps(data.tags, data.nlocal)
+    mu._ATTACHED = FakeLammps(data.tags, data.nlocal, data.elems)
     with pytest.raises(LAMMPSInterfaceError, match="no local image"):
         wrapper.compute_forces(data)
 
