@@ -248,7 +248,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             "Product sites alone (both layers; each layer's inputs from a training step; forward, derivative with "
-            "respect to the features kept differentiable, backward: as force training runs them), default allocator:",
+            "respect to the features kept differentiable, backward: as force training runs them), default allocator "
+            "(a figure near 0 means glibc served the sites from memory it kept cached since the warm-up):",
             "",
             "| L | backend | product peak MB | / step peak | product ms | / step ms |",
             "|---|---|---|---|---|---|",
