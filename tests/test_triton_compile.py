@@ -90,11 +90,14 @@ def test_committed_table_is_for_todays_launches(gpu_launches) -> None:
 
 
 def test_launch_config_blocks() -> None:
-    """Tiles of at most TILE elements over (channels, points) with points padded to a power
-    of two; the grid covers every channel."""
+    """Tiles of TILE elements over (channels, points) with points padded to a power of two,
+    half that with a degree axis (J > 1); the grid covers every channel."""
+    plain = launch_config("quad_nodes_triton", ((10, 128, 1, 50), (20, 128, 1, 4), (20, 4, 50)), 1)
+    px = dict(plain.constexprs)
+    assert (px["BP"], px["BC"] * px["BP"], px["J"]) == (64, TILE, 1) and plain.channel_blocks == 8
     nodes = launch_config("quad_nodes_triton", ((10, 128, 1, 50), (20, 128, 3, 4), (20, 4, 50)), 1)
     cx = dict(nodes.constexprs)
-    assert (nodes.kernel, cx["BP"], cx["BC"] * cx["BP"], cx["J"], cx["JO"], cx["K"]) == ("nodes", 64, TILE, 3, 1, 4)
+    assert (nodes.kernel, cx["BP"], cx["BC"] * cx["BP"], cx["J"], cx["JO"], cx["K"]) == ("nodes", 64, TILE // 2, 3, 1, 4)
     assert nodes.channel_blocks * cx["BC"] >= 128 and nodes.num_warps == NUM_WARPS
     points = launch_config("quad_points", ((10, 128, 1, 50), (10, 128, 3, 50), (20, 128, 3, 4)))
     px = dict(points.constexprs)

@@ -161,12 +161,17 @@ def _require(*tensors: torch.Tensor) -> None:
 
 
 #: elements of one program's ``[BC, BP]`` (points: ``[BK, BC, BP]``) tile; with ``NUM_WARPS``
-#: warps that is TILE / (32 * NUM_WARPS) = 8 elements of each live tile per thread. Chosen
-#: from compiles for sm_90 (benchmarks/results/triton_compile.md): 4096 elements spilled
-#: in fp64 (254 registers, 80 B spilled, 2 blocks per SM); 1024 needs at most about 100
-#: registers, no spills, and leaves at least 4 blocks per SM.
+#: warps that is TILE / (32 * NUM_WARPS) = 8 elements of each live tile per thread, half
+#: that with a degree axis (``J > 1``: ``l1l2``, ``path``), whose unrolled loop keeps more
+#: tiles live. Chosen from compiles for sm_90 in fp64 (benchmarks/triton_compile.py):
+#: 4096 elements spilled (254 registers, 80 B, 2 blocks per SM); 1024 needs at most 104
+#: registers at J = 1, but up to 255 (8 B spilled) at J = 3, K = 4; the half tile: 128 at most.
 TILE = 1024
 NUM_WARPS = 4
+
+
+def _tile(j: int) -> int:
+    return TILE if j == 1 else TILE // 2
 
 
 @dataclass(frozen=True)
@@ -205,12 +210,12 @@ def launch_config(op: str, shapes: Sequence[Sequence[int]], j_out: int = 1) -> L
         jb, jw, k = second[2], third[2], third[3]
         jj = _degree_axis("quad_points_triton", j_first, jb, jw)
         bk, bp = _p2(k), _p2(p)
-        bc = max(1, min(_p2(c), max(1, TILE // (bk * bp))))
+        bc = max(1, min(_p2(c), max(1, _tile(jj) // (bk * bp))))
         return Launch("points", tuple(dict(JA=j_first, JB=jb, JW=jw, J=jj, K=k, BK=bk, BC=bc, BP=bp).items()), NUM_WARPS, 1)
     else:
         raise ValueError(f"launch_config: unknown op {op!r} (quad_nodes, quad_weights, quad_points)")
     bp = _p2(p)
-    bc = max(1, min(_p2(c), max(1, TILE // bp)))
+    bc = max(1, min(_p2(c), max(1, _tile(jj) // bp)))
     return Launch(name, tuple(dict(named, BC=bc, BP=bp).items()), NUM_WARPS, -(-c // bc))
 
 
