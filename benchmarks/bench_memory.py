@@ -1,25 +1,34 @@
 """CPU memory of a training step: e3nn, today's grid conv (``kernel=reference``) and the
 quadrilinear-primitive grid conv (``kernel=torch``), in the same run.
 
-Each (backend, hidden L) runs in its own child process (the model and system of
+Each (backend, hidden L) runs in its own child processes (the model and system of
 ``bench_model.py``: ScaleShiftMACE, 2 interactions, max_ell 3, correlation 3, rattled fcc
 Cu; one training step = forward with forces kept differentiable, energy + force MSE,
-``backward`` (the double backward through the forces), one Adam step). The child:
+``backward`` (the double backward through the forces), one Adam step). A memory child:
 
 1. builds the batch and the model, runs ``--warmup`` training steps;
-2. ``gc.collect()``, glibc ``malloc_trim(0)``, then reads its resident set (``VmRSS``)
-   as the **baseline** (model, batch, optimiser state, the allocator's resting state);
+2. ``gc.collect()``, then reads its resident set (``VmRSS``) as the **baseline** (model,
+   batch, optimiser state, the allocator's resting state);
 3. resets the kernel's resident-set high-water mark (``/proc/self/clear_refs`` = 5), runs
-   one training step and reads ``VmHWM``: **peak = VmHWM - baseline**, the extra resident
-   memory the step needs at its highest point.
+   one training step and reads ``VmHWM``: **step peak = VmHWM - baseline**, the extra
+   resident memory the step needs at its highest point.
 
-The memory child runs with ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB, so every tensor
-buffer above that is its own mapping and is returned to the system when freed: the
-resident set then follows the live tensors (not glibc's cache), and the high-water mark is
-the step's true peak. That setting makes every large allocation a fresh mapping (page
-faults), which slows code with many temporaries, so the step time comes from a second
-child with the default allocator: median of ``--repeats`` steps after ``--warmup``, one
-torch thread.
+Two such children, two figures:
+
+* **default allocator** (the headline figure): the child's environment as
+  ``mace_run_train`` gets it (glibc's malloc untouched, nothing trimmed), so the peak is
+  what a user's training process adds per step (glibc keeps freed memory cached, which
+  can lower or raise it). Its whole-process ``VmHWM`` (through start-up and warm-up) is
+  reported too: the resident peak ``top`` shows.
+* **tuned allocator** (beside it, for comparison): ``MALLOC_MMAP_THRESHOLD_`` fixed at
+  64 KiB and ``malloc_trim(0)`` before the baseline, so every tensor buffer above that
+  is its own mapping, returned to the system when freed: the resident set then follows
+  the live tensors and the peak is the step's tensor peak, not glibc's cache. Users do
+  not get this unless they set the variable themselves.
+
+The step time comes from a third child with the default allocator: median of
+``--repeats`` steps after ``--warmup``, one torch thread. The product sites alone are
+measured with the default allocator.
 
 Usage::
 
@@ -65,8 +74,9 @@ def _trim() -> None:
 
 
 def child(what: str, spec_text: str, L: int, channels: int, cells: int, dtype: str, warmup: int, repeats: int) -> dict[str, Any]:
-    """One measurement, ``what`` = ``memory`` or ``time`` (see the module docstring); runs in
-    its own process."""
+    """One measurement, ``what`` = ``memory`` (default allocator), ``memory_tuned`` or
+    ``time``, each optionally prefixed ``product_`` (see the module docstring); runs in its
+    own process."""
     import torch
 
     import mace  # noqa: F401  (before e3nn)
@@ -91,14 +101,19 @@ def child(what: str, spec_text: str, L: int, channels: int, cells: int, dtype: s
         return dict(info, train_ms=timing["median_ms"], train_q1_ms=timing["q1_ms"], train_q3_ms=timing["q3_ms"], repeats=repeats)
     for _ in range(warmup):
         train()
-    _trim()
+    if what == "memory_tuned":
+        _trim()
+    else:
+        gc.collect()  # as a training loop leaves it: glibc's cache stays
+    process_peak_kb = _status_kb("VmHWM")
     baseline_kb = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
     if _status_kb("VmHWM") > baseline_kb + 1024:
         raise RuntimeError("could not reset the resident-set high-water mark (/proc/self/clear_refs)")
     train()
     peak_kb = _status_kb("VmHWM")
-    return dict(info, baseline_mb=baseline_kb / 1024, step_peak_mb=(peak_kb - baseline_kb) / 1024)
+    return dict(info, baseline_mb=baseline_kb / 1024, step_peak_mb=(peak_kb - baseline_kb) / 1024,
+                process_peak_mb=max(process_peak_kb, peak_kb) / 1024)  # fmt: skip
 
 
 def _product_sites_step(model: Any, train: Any) -> Any:
@@ -131,7 +146,8 @@ def _product_sites_step(model: Any, train: Any) -> Any:
 
 def _run_child(what: str, spec: str, L: int, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    if what == "memory":
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)  # the default allocator unless this child is the tuned one
+    if what.endswith("memory_tuned"):
         env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
     cmd = [sys.executable, __file__, "--child", what, spec, "--L", str(L), "--channels", str(args.channels), "--cells", str(args.cells),
            "--dtype", args.dtype, "--warmup", str(args.warmup), "--repeats", str(args.repeats)]  # fmt: skip
@@ -155,12 +171,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for label in labels:
             res = _run_child("memory", label, L, args)
             if "error" not in res:
+                tuned = _run_child("memory_tuned", label, L, args)
+                res.update({f"tuned_{k}": tuned.get(k) for k in ("baseline_mb", "step_peak_mb", "error") if k in tuned})
                 res.update(_run_child("time", label, L, args))
             if "error" not in res and args.product_sites:
                 alone = {**_run_child("product_memory", label, L, args), **_run_child("product_time", label, L, args)}
                 res.update({"product_peak_mb": alone.get("step_peak_mb"), "product_ms": alone.get("train_ms")})
             rows.append(dict(L=L, backend=label, **res))
-            shown = f"error: {res['error']}" if "error" in res else f"peak {res['step_peak_mb']:.0f} MB, {res['train_ms']:.0f} ms"
+            shown = (f"error: {res['error']}" if "error" in res else
+                     f"peak {res['step_peak_mb']:.0f} MB (tuned allocator {_cell(res.get('tuned_step_peak_mb'), '.0f')}), {res['train_ms']:.0f} ms")  # fmt: skip
             print(f"[memory {time.perf_counter() - t0:5.0f}s] L={L} {label}: {shown}", flush=True)
     return {
         "study": "memory",
@@ -171,7 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "method": "resident set of a child process: VmHWM over one training step (reset by /proc/self/clear_refs) minus "
-        f"VmRSS before it (after warm-up, gc and malloc_trim); MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}",
+        "VmRSS before it (after warm-up and gc); default allocator (the environment mace_run_train gets); tuned "
+        f"allocator beside it: MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD} and malloc_trim before the baseline",
         "model": "ScaleShiftMACE, 2 x RealAgnosticResidualInteractionBlock, max_ell 3, correlation 3, r_max 5 A, "
         "radial MLP [64, 64, 64]; fcc Cu a=3.61 A rattled by 0.05 A; energy + force MSE, backward, Adam",
         "backends": labels,
@@ -198,20 +218,28 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"# Training-step memory on CPU ({result['dtype']}, {result['channels']} channels, "
         f"{result['cells']}^3 fcc cells)",
         "",
-        f"Model: {result['model']}. Method: {result['method']}. Time: median of {result['repeats']} steps after {result['warmup']} warm-up, one thread, default allocator (separate child).",
+        f"Model: {result['model']}. Method: {result['method']}. Time: median of {result['repeats']} steps after "
+        f"{result['warmup']} warm-up, one thread, default allocator (separate child).",
         "",
-        "| L | atoms | edges | backend | params | baseline MB | step peak MB | peak / e3nn | peak / grid reference | step ms | time / grid reference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "'step peak': resident memory the training step adds, **default allocator** (what `mace_run_train` gets); "
+        "'process peak': the child's whole resident high-water mark (default allocator); 'tuned': the step peak with "
+        "glibc told to return every buffer over 64 KiB (the tensors' own peak; not what users get unless they set "
+        "MALLOC_MMAP_THRESHOLD_). Ratios use the default-allocator step peak.",
+        "",
+        "| L | atoms | edges | backend | params | baseline MB | step peak MB | process peak MB | tuned step peak MB | "
+        "peak / e3nn | peak / grid reference | step ms | time / grid reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['L']} | - | - | {r['backend']} | - | - | error: {r['error']} | - | - | - | - |")
+            lines.append(f"| {r['L']} | - | - | {r['backend']} | - | - | error: {r['error']} | - | - | - | - | - | - |")
             continue
         e3 = by.get((r["L"], E3NN), {})
         ref = by.get((r["L"], REFERENCE), {})
         lines.append(
             f"| {r['L']} | {r['atoms']} | {r['edges']} | {r['backend']} | {r['params']} | {r['baseline_mb']:.0f} | "
-            f"{r['step_peak_mb']:.0f} | {_cell(_ratio(r['step_peak_mb'], e3.get('step_peak_mb')), '.2f')} | "
+            f"{r['step_peak_mb']:.0f} | {_cell(r.get('process_peak_mb'), '.0f')} | {_cell(r.get('tuned_step_peak_mb'), '.0f')} | "
+            f"{_cell(_ratio(r['step_peak_mb'], e3.get('step_peak_mb')), '.2f')} | "
             f"{_cell(_ratio(r['step_peak_mb'], ref.get('step_peak_mb')), '.2f')} | {r['train_ms']:.0f} | "
             f"{_cell(_ratio(r['train_ms'], ref.get('train_ms')), '.2f')} |"
         )
@@ -220,7 +248,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             "Product sites alone (both layers; each layer's inputs from a training step; forward, derivative with "
-            "respect to the features kept differentiable, backward: as force training runs them), same method:",
+            "respect to the features kept differentiable, backward: as force training runs them), default allocator "
+            "(a figure near 0 means glibc served the sites from memory it kept cached since the warm-up):",
             "",
             "| L | backend | product peak MB | / step peak | product ms | / step ms |",
             "|---|---|---|---|---|---|",
@@ -230,20 +259,30 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"| {r['L']} | {r['backend']} | {r['product_peak_mb']:.0f} | {r['product_peak_mb'] / r['step_peak_mb']:.2f} | "
                 f"{r['product_ms']:.0f} | {r['product_ms'] / r['train_ms']:.2f} |"
             )
-    lines += ["", "Goals (issue 12): new grid peak <= e3nn's and <= 1/3 of the reference grid's; time within 10% of it.", ""]
+    lines += ["", "Goals (issue 12): new grid peak <= e3nn's and <= 1/3 of the reference grid's; time within 10% of it. "
+              "Judged on the default-allocator step peak; the tuned-allocator verdict in parentheses.", ""]  # fmt: skip
     for L in sorted({r["L"] for r in result["rows"]}):
         new, e3, ref = by.get((L, NEW), {}), by.get((L, E3NN), {}), by.get((L, REFERENCE), {})
         if not all("step_peak_mb" in d for d in (new, e3, ref)):
             lines.append(f"- L={L}: not measured (a backend failed)")
             continue
-        checks = [
-            ("peak <= e3nn", new["step_peak_mb"] <= e3["step_peak_mb"]),
-            ("peak <= 1/3 reference", 3 * new["step_peak_mb"] <= ref["step_peak_mb"]),
-            ("time <= 1.1 x reference", new["train_ms"] <= 1.1 * ref["train_ms"]),
-        ]
-        lines.append(f"- L={L}: " + ", ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks))
+        lines.append(f"- L={L}: " + ", ".join(f"{name}: {verdict}" for name, verdict in goal_verdicts(new, e3, ref)))
     lines += ["", f"Machine: {stamp_line(result['stamp'])}."]
     return "\n".join(lines) + "\n"
+
+
+def goal_verdicts(new: dict[str, Any], e3: dict[str, Any], ref: dict[str, Any]) -> list[tuple[str, str]]:
+    """Issue 12's CPU goals for the new conv: ``(goal, "met"/"NOT met" [tuned: ...])``."""
+
+    def verdict(key: str, ok: Any) -> str:
+        values = [d.get(key) for d in (new, e3, ref)]
+        return "-" if None in values else ("met" if ok(*values) else "NOT met")
+
+    out = []
+    for name, ok in (("peak <= e3nn", lambda n, e, r: n <= e), ("peak <= 1/3 reference", lambda n, e, r: 3 * n <= r)):
+        out.append((name, f"{verdict('step_peak_mb', ok)} (tuned allocator: {verdict('tuned_step_peak_mb', ok)})"))
+    out.append(("time <= 1.1 x reference", verdict("train_ms", lambda n, e, r: n <= 1.1 * r)))
+    return out
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

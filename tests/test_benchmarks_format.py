@@ -11,7 +11,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 RESULTS = BENCH / "results"
-STUDIES = {"model": "bench_model.py", "accuracy": "bench_accuracy.py"}
+STUDIES = {"model": "bench_model.py", "accuracy": "bench_accuracy.py", "triton": "triton_compile.py"}
 
 
 def _load(study: str):

@@ -333,6 +333,21 @@ def test_kernel_option_is_validated_and_reported() -> None:
         SphereConv(conv.irreps_in1, conv.irreps_in2, conv.irreps_out, grid.engine_factory, "grid", opts)
 
 
+def test_auto_takes_the_torch_kernel_on_cuda_until_triton_is_measured(float64) -> None:
+    """Issue 24: the Triton kernels have not yet run on a GPU, so ``auto`` must not choose
+    them there (``triton`` stays one option away), also for a model pickled when it did."""
+    from mace_gaunt_plugin.backends import _sphere_sites
+
+    assert _sphere_sites.AUTO_CUDA_KERNEL == "torch"
+    conv = _build("grid", 1, 2, "l2", "auto")
+    assert not conv.auto_triton  # the flag that sends CUDA tensors to Triton under auto
+    old = SphereConv.__new__(SphereConv)
+    old.__setstate__(dict(conv.__dict__, auto_triton=True))  # as pickled by a version whose auto took Triton
+    assert not old.auto_triton and old.kernel == "auto"
+    opt = mgp.get_backend("grid").options
+    assert "torch everywhere until a GPU run" in next(o.help for o in opt if o.name == "kernel")
+
+
 def test_model_built_with_kernel_option(float64) -> None:
     from mace_gaunt_plugin.testing import small_mace_config
 
@@ -460,9 +475,10 @@ def test_triton_on_cuda_matches_torch(dtype) -> None:
     pytest.importorskip("triton", reason="Triton is not installed (the 'triton' extra)")
     with default_dtype(dtype):
         for mode in ("l2", "l1l2", "path"):
-            new = _build("grid", 2, 3, mode, "auto", channels=16).cuda()
+            new = _build("grid", 2, 3, mode, "triton", channels=16).cuda()
             ref = _build("grid", 2, 3, mode, "torch", channels=16).cuda()
             assert new.kernel_in_use() == "triton"
+            assert _build("grid", 2, 3, mode, "auto", channels=16).cuda().kernel_in_use() == "torch"  # until measured
             x1, vec, w, edge_index = (t.to(dtype).cuda() if t.is_floating_point() else t.cuda() for t in _inputs(new, "unsorted_repeated", n_nodes=40))
             first_new, second_new = _forces_and_second(new, x1, vec, w, edge_index)
             first_ref, second_ref = _forces_and_second(ref, x1, vec, w, edge_index)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
 
 import torch
 
 from ._conv_primitives import _degree_axis, define_primitives, edge_rows
 
-__all__ = ["triton_available", "triton_unavailable_reason", "triton_conv"]
+__all__ = ["triton_available", "triton_unavailable_reason", "triton_conv", "Launch", "launch_config", "jit_kernels", "KERNEL_ARGS"]
 
 
 def triton_unavailable_reason() -> Optional[str]:
@@ -46,14 +47,31 @@ def _p2(n: int) -> int:
     return max(1, 1 << (max(1, n) - 1).bit_length())
 
 
-def _kernels() -> Any:
-    """The compiled kernels; Triton's interpreter decides at decoration time, so they are
+def _kernels() -> dict[str, Any]:
+    """The kernels by name; Triton's interpreter decides at decoration time, so they are
     built once per value of ``TRITON_INTERPRET``."""
     return _build_kernels(os.environ.get("TRITON_INTERPRET") == "1")
 
 
+def jit_kernels() -> dict[str, Any]:
+    """The kernels as ``triton.jit`` functions for a real GPU (never the interpreter's), by
+    name: what ``triton.compile`` takes (``tests/test_triton_compile.py`` compiles them)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("jit_kernels: TRITON_INTERPRET=1 is set, so triton.jit gives interpreter functions; unset it")
+    return _build_kernels(False)
+
+
+#: each kernel's pointer arguments, by role: ``"f"`` a float tensor (the operands' dtype),
+#: ``"i"`` an edge-index tensor; then the runtime ``C, P`` (``i32``), then the constexprs.
+KERNEL_ARGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "nodes": (("x", "f"), ("w", "f"), ("s", "f"), ("gat", "i"), ("sca", "i"), ("out", "f")),
+    "weights": (("a", "f"), ("b", "f"), ("s", "f"), ("ia", "i"), ("ib", "i"), ("out", "f")),
+    "points": (("a", "f"), ("b", "f"), ("w", "f"), ("ia", "i"), ("ib", "i"), ("out", "f")),
+}
+
+
 @functools.lru_cache(maxsize=None)
-def _build_kernels(interpret: bool) -> Any:
+def _build_kernels(interpret: bool) -> dict[str, Any]:
     import triton
     import triton.language as tl
 
@@ -131,7 +149,7 @@ def _build_kernels(interpret: bool) -> Any:
                 acc += tl.sum(wv[:, :, None] * (av * bv)[None, :, :], axis=1)
         tl.store(out + (e * K + kk[:, None]) * P + p[None, :], acc, mask=mk[:, None] & mp[None, :])
 
-    return nodes_kernel, weights_kernel, points_kernel
+    return {"nodes": nodes_kernel, "weights": weights_kernel, "points": points_kernel}
 
 
 def _require(*tensors: torch.Tensor) -> None:
@@ -142,54 +160,101 @@ def _require(*tensors: torch.Tensor) -> None:
         raise RuntimeError("mace_gaunt triton kernels need CUDA tensors (use kernel='torch' on CPU)")
 
 
-def _blocks(c: int, p: int) -> tuple[int, int]:
+#: elements of one program's ``[BC, BP]`` (points: ``[BK, BC, BP]``) tile; with ``NUM_WARPS``
+#: warps that is TILE / (32 * NUM_WARPS) = 8 elements of each live tile per thread, half
+#: that with a degree axis (``J > 1``: ``l1l2``, ``path``), whose unrolled loop keeps more
+#: tiles live. Chosen from compiles for sm_90 in fp64 (benchmarks/triton_compile.py):
+#: 4096 elements spilled (254 registers, 80 B, 2 blocks per SM); 1024 needs at most 104
+#: registers at J = 1, but up to 255 (8 B spilled) at J = 3, K = 4; the half tile: 128 at most.
+TILE = 1024
+NUM_WARPS = 4
+
+
+def _tile(j: int) -> int:
+    return TILE if j == 1 else TILE // 2
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What one kernel launch is compiled for: the kernel, its ``tl.constexpr`` values and
+    warps (Triton compiles one specialisation per distinct value), and the channel blocks
+    per edge (the launch grid is ``(E, channel_blocks)``)."""
+
+    kernel: str
+    constexprs: tuple[tuple[str, int], ...]
+    num_warps: int
+    channel_blocks: int = field(compare=False)  # not part of the compiled specialisation
+
+    def kwargs(self) -> dict[str, int]:
+        return dict(self.constexprs, num_warps=self.num_warps)
+
+
+def launch_config(op: str, shapes: Sequence[Sequence[int]], j_out: int = 1) -> Launch:
+    """The launch of ``op`` (``"quad_nodes"``, ``"quad_weights"``, ``"quad_points"``, with or
+    without the ``_triton`` suffix) for operands of these shapes: ``shapes`` are the shapes
+    of the op's first three tensor arguments (``x, w, s`` / ``a, b, s`` / ``a, b, w``), as the
+    torch and Triton families take them. The one place the blocking is chosen: the launchers
+    below and the compile test use it."""
+    name = op.removeprefix("quad_").removesuffix("_triton")
+    first, second, third = (tuple(int(v) for v in sh) for sh in shapes)
+    _, c, j_first, p = first
+    if name == "nodes":
+        jw, k = second[2], second[3]
+        jj = _degree_axis("quad_nodes_triton", j_first, jw, j_out)
+        named = dict(JX=j_first, JW=jw, J=jj, JO=j_out, K=k)
+    elif name == "weights":
+        jb, k = second[2], third[1]
+        jj = _degree_axis("quad_weights_triton", j_first, jb, j_out)
+        named = dict(JA=j_first, JB=jb, J=jj, JO=j_out, K=k)
+    elif name == "points":
+        jb, jw, k = second[2], third[2], third[3]
+        jj = _degree_axis("quad_points_triton", j_first, jb, jw)
+        bk, bp = _p2(k), _p2(p)
+        bc = max(1, min(_p2(c), max(1, _tile(jj) // (bk * bp))))
+        return Launch("points", tuple(dict(JA=j_first, JB=jb, JW=jw, J=jj, K=k, BK=bk, BC=bc, BP=bp).items()), NUM_WARPS, 1)
+    else:
+        raise ValueError(f"launch_config: unknown op {op!r} (quad_nodes, quad_weights, quad_points)")
     bp = _p2(p)
-    return max(1, min(_p2(c), max(1, 4096 // bp))), bp
+    bc = max(1, min(_p2(c), max(1, _tile(jj) // bp)))
+    return Launch(name, tuple(dict(named, BC=bc, BP=bp).items()), NUM_WARPS, -(-c // bc))
 
 
 def _nodes(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, gather: torch.Tensor, scatter: torch.Tensor, j_out: int) -> torch.Tensor:
     _require(x, w, s)
-    n, c, jx, p = x.shape
-    e, _, jw, k = w.shape
-    jj = _degree_axis("quad_nodes_triton", jx, jw, j_out)
+    n, c, _, p = x.shape
+    e = w.shape[0]
+    launch = launch_config("quad_nodes", (x.shape, w.shape, s.shape), j_out)
     out = torch.zeros((n, c, j_out, p), dtype=x.dtype, device=x.device)
     if e == 0:
         return out
-    bc, bp = _blocks(c, p)
-    nodes_kernel, _, _ = _kernels()
-    nodes_kernel[(e, -(-c // bc))](x.contiguous(), w.contiguous(), s.contiguous(), gather.contiguous(), scatter.contiguous(), out,
-                                   c, p, JX=jx, JW=jw, J=jj, JO=j_out, K=k, BC=bc, BP=bp)  # fmt: skip
+    _kernels()["nodes"][(e, launch.channel_blocks)](x.contiguous(), w.contiguous(), s.contiguous(), gather.contiguous(),
+                                                    scatter.contiguous(), out, c, p, **launch.kwargs())  # fmt: skip
     return out
 
 
 def _weights(a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, index_a: torch.Tensor, index_b: torch.Tensor, j_out: int) -> torch.Tensor:
     _require(a, b, s)
-    n, c, ja, p = a.shape
+    _, c, _, p = a.shape
     e, k, _ = s.shape
-    jj = _degree_axis("quad_weights_triton", ja, b.shape[2], j_out)
+    launch = launch_config("quad_weights", (a.shape, b.shape, s.shape), j_out)
     out = torch.empty((e, c, j_out, k), dtype=a.dtype, device=a.device)
     if e == 0:
         return out
-    bc, bp = _blocks(c, p)
-    _, weights_kernel, _ = _kernels()
-    weights_kernel[(e, -(-c // bc))](a.contiguous(), b.contiguous(), s.contiguous(), index_a.contiguous(), index_b.contiguous(), out,
-                                     c, p, JA=ja, JB=b.shape[2], J=jj, JO=j_out, K=k, BC=bc, BP=bp)  # fmt: skip
+    _kernels()["weights"][(e, launch.channel_blocks)](a.contiguous(), b.contiguous(), s.contiguous(), index_a.contiguous(),
+                                                      index_b.contiguous(), out, c, p, **launch.kwargs())  # fmt: skip
     return out
 
 
 def _points(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, index_a: torch.Tensor, index_b: torch.Tensor) -> torch.Tensor:
     _require(a, b, w)
-    n, c, ja, p = a.shape
-    e, _, jw, k = w.shape
-    jj = _degree_axis("quad_points_triton", ja, b.shape[2], jw)
+    _, c, _, p = a.shape
+    e, _, _, k = w.shape
+    launch = launch_config("quad_points", (a.shape, b.shape, w.shape))
     out = torch.empty((e, k, p), dtype=a.dtype, device=a.device)
     if e == 0:
         return out
-    bk, bp = _p2(k), _p2(p)
-    bc = max(1, min(_p2(c), max(1, 4096 // (bk * bp))))
-    _, _, points_kernel = _kernels()
-    points_kernel[(e,)](a.contiguous(), b.contiguous(), w.contiguous(), index_a.contiguous(), index_b.contiguous(), out,
-                        c, p, JA=ja, JB=b.shape[2], JW=jw, J=jj, K=k, BK=bk, BC=bc, BP=bp)  # fmt: skip
+    _kernels()["points"][(e, launch.channel_blocks)](a.contiguous(), b.contiguous(), w.contiguous(), index_a.contiguous(),
+                                                     index_b.contiguous(), out, c, p, **launch.kwargs())  # fmt: skip
     return out
 
 

@@ -48,7 +48,7 @@ def sphere_options() -> tuple[Option, ...]:
             "auto",
             "conv kernel: 'torch' (quadrilinear primitives, edge-chunked, no [E, C, P] tensor kept for the backward), "
             "'triton' (the same primitives as Triton kernels, CUDA), 'reference' (plain PyTorch ops differentiated by "
-            "autograd; more memory), 'auto' (triton on CUDA when Triton imports, torch elsewhere)",
+            "autograd; more memory), 'auto' (torch everywhere until a GPU run has timed triton; see AUTO_CUDA_KERNEL)",
             str,
             CONV_KERNELS,
         ),

@@ -73,8 +73,11 @@ edge, ``W`` the weights), then ``from_points(Z)``. Who computes ``Z``:
     the same primitives as Triton kernels (:mod:`._conv_triton`); refused at build time
     when Triton or CUDA is missing.
 ``"auto"`` (default)
-    ``triton`` on CUDA tensors when Triton imports, ``torch`` elsewhere (decided per
-    call from the tensors' device; ``kernel_in_use()`` and the repr say which).
+    :data:`AUTO_CUDA_KERNEL` on CUDA tensors, ``torch`` elsewhere (decided per call from
+    the tensors' device; ``kernel_in_use()`` and the repr say which). That is ``torch``
+    until a GPU run has timed the Triton kernels against it (``benchmarks/gpu/run_all.sh``
+    prints which one ``auto`` should take): they compile for sm_80/sm_90 in CI but have
+    run only under Triton's interpreter so far.
 ``"reference"``
     the plain PyTorch formulation this module had before the primitives (autograd keeps
     the ``[E, C, P]`` edge functions and sender values): the oracle of the tests, and what
@@ -130,14 +133,23 @@ __all__ = [
     "mace_conv_paths",
     "path_scales",
     "CONV_KERNELS",
+    "AUTO_CUDA_KERNEL",
     "use_primitives_in_torchscript",
 ]
 
 CONV_WEIGHTS = ("l2", "l1l2", "path")
 CONV_KERNELS = ("auto", "torch", "triton", "reference")
+#: what ``kernel="auto"`` runs on CUDA tensors (``"torch"`` or ``"triton"``, the latter only
+#: where Triton imports): the one place to change once a GPU run has measured both.
+AUTO_CUDA_KERNEL = "torch"
 PRODUCT_BASES = ("power", "factors")
 
 EngineFactory = Callable[["EngineSpec"], torch.nn.Module]
+
+
+def _auto_takes_triton(kernel: str) -> bool:
+    """Whether a conv with this ``kernel`` option runs Triton on CUDA tensors under ``auto``."""
+    return kernel == "auto" and AUTO_CUDA_KERNEL == "triton" and importlib.util.find_spec("triton") is not None
 
 
 @dataclass(frozen=True)
@@ -425,7 +437,7 @@ class SphereConv(BackendModule):
         self.kernel = kernel
         self.use_reference = kernel == "reference"
         self.use_triton = kernel == "triton"
-        self.auto_triton = kernel == "auto" and importlib.util.find_spec("triton") is not None
+        self.auto_triton = _auto_takes_triton(kernel)
         self.script_portable = True
         if self.per_path:
             self.weight_numel = c * self.n_paths
@@ -474,7 +486,8 @@ class SphereConv(BackendModule):
         self.__dict__.setdefault("kernel", "auto")
         self.__dict__.setdefault("use_reference", False)
         self.__dict__.setdefault("use_triton", False)
-        self.__dict__.setdefault("auto_triton", importlib.util.find_spec("triton") is not None)
+        # what ``auto`` takes is decided by this version of the plugin, not by the pickle
+        self.__dict__["auto_triton"] = _auto_takes_triton(self.__dict__["kernel"])
         self.__dict__.setdefault("script_portable", True)
         self.__dict__.setdefault("per_path", False)
         self.__dict__.setdefault("n_paths", 0)
