@@ -59,6 +59,20 @@ receiver. Parametrisations (option ``conv_weights``):
     work is ``n_paths`` products per channel instead of one: the degree axis ``J`` of the
     primitives runs over the paths of one ``l2`` (one call per ``l2``) and is kept to the
     receivers, where each path is projected onto its ``l3``.
+``"node_path"``
+    between ``l1l2`` and ``path`` (DESIGN.md 9.3): ``l1l2`` radial weights (one per channel
+    and degree pair ``(l1, l2)`` that some path uses, ``weight_numel = C * n_pairs``,
+    layout ``[E, C, n_pairs]``) and ``path``'s output: MACE's ``irreps_mid``, one
+    ``C x l3`` block per path, each ``s_p Proj_l3(f_{c,l1} w[c, l1, l2] g_l2)`` summed over
+    edges. The per-path weights are then applied at the node, by the ``linear`` MACE puts
+    after the conv (per output channel, input channel and path), on ``N`` nodes instead
+    of ``E`` edges; what is lost against ``path`` is only the radial dependence of the
+    ``l3`` weight. Per edge the pairs are summed into a few *receiver slots*
+    (:func:`node_path_slots`: pairs of one ``l1`` whose output degrees do not overlap
+    share a slot), so the points work is one product per (channel, slot), e.g. 3 slots
+    for hidden L = 1 and edge L = 3 against ``path``'s 10 paths and ``l1l2``'s 2
+    per-``l1`` products. With the same radial weights it equals ``path`` with each
+    path's weight set to its pair's.
 
 Kernels (option ``kernel``)
 ---------------------------
@@ -127,15 +141,19 @@ __all__ = [
     "conv_normalisation",
     "power_projection_rms",
     "CONV_WEIGHTS",
+    "PER_PATH_OUTPUTS",
     "mace_conv_paths",
+    "node_path_slots",
     "path_scales",
     "CONV_KERNELS",
     "use_primitives_in_torchscript",
 ]
 
-CONV_WEIGHTS = ("l2", "l1l2", "path")
+CONV_WEIGHTS = ("l2", "l1l2", "path", "node_path")
+#: conv parametrisations whose output irreps are MACE's ``irreps_mid`` (one block per path)
+PER_PATH_OUTPUTS = ("path", "node_path")
 CONV_KERNELS = ("auto", "torch", "triton", "reference")
-PRODUCT_BASES = ("power", "factors")
+PRODUCT_BASES = ("power", "factors", "cp")
 
 EngineFactory = Callable[["EngineSpec"], torch.nn.Module]
 
@@ -224,11 +242,13 @@ def _channels_to_mul_ir(irreps: o3.Irreps, degrees: Sequence[int]) -> torch.Tens
     return torch.tensor(idx, dtype=torch.long)
 
 
-def _paths_to_mul_ir(paths: Sequence[tuple[int, int, int]], position: Sequence[int], channels: int, degrees_out: Sequence[int]) -> torch.Tensor:
-    """Index ``idx`` with ``y.view(..., C * n_paths * K_out)[..., idx]`` = MACE's ``irreps_mid``
+def _paths_to_mul_ir(
+    paths: Sequence[tuple[int, int, int]], position: Sequence[int], channels: int, degrees_out: Sequence[int], n_rows: Optional[int] = None
+) -> torch.Tensor:
+    """Index ``idx`` with ``y.view(..., C * n_rows * K_out)[..., idx]`` = MACE's ``irreps_mid``
     layout (block ``j`` = path ``j``: its ``l3`` components, channel-major), path ``j`` being
-    at ``position[j]`` of the path axis of ``y``."""
-    k_dim, n = _dim(degrees_out), len(paths)
+    at ``position[j]`` of the path axis of ``y`` (``n_rows`` long; default one row per path)."""
+    k_dim, n = _dim(degrees_out), len(paths) if n_rows is None else n_rows
     offs = _offsets(degrees_out)
     idx = [
         c * n * k_dim + position[j] * k_dim + offs[l3] + m for j, (_, _, l3) in enumerate(paths) for c in range(channels) for m in range(2 * l3 + 1)
@@ -242,6 +262,45 @@ def _paths_by_edge_degree(paths: Sequence[tuple[int, int, int]], degrees_edge: S
     sizes (one per edge degree, possibly 0)."""
     order = sorted(range(len(paths)), key=lambda j: (list(degrees_edge).index(paths[j][1]), j))
     return order, [sum(1 for _, b, _ in paths if b == l2) for l2 in degrees_edge]
+
+
+def node_path_slots(
+    paths: Sequence[tuple[int, int, int]], degrees_in: Sequence[int], degrees_edge: Sequence[int]
+) -> tuple[list[tuple[int, int]], list[list[tuple[int, int]]], list[int]]:
+    """How ``conv_weights="node_path"`` packs the degree pairs ``(l1, l2)`` into receiver slots.
+
+    Returns ``(pairs, slots, slot_of_path)``: ``pairs`` are the distinct ``(l1, l2)`` of the
+    paths (the weight layout, ``[E, C, n_pairs]``, ordered by ``l1`` then ``l2``); each slot
+    is a list of pairs with one ``l1`` whose sets of output degrees ``l3`` (among ``paths``)
+    are disjoint, so that ``Proj_l3`` of the slot's receiver sum is the one path
+    ``(l1, l2, l3)`` of the slot that reaches ``l3``; ``slot_of_path[p]`` is the slot of path
+    ``p``. Pairs are placed greedily (first slot that fits), one ``l1`` at a time.
+
+    >>> paths = [(0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0), (1, 1, 2), (1, 2, 1)]
+    >>> pairs, slots, where = node_path_slots(paths, (0, 1), (0, 1, 2))
+    >>> slots
+    [[(0, 0), (0, 1)], [(1, 0), (1, 1)], [(1, 2)]]
+    >>> where
+    [0, 0, 1, 1, 1, 2]
+    """
+    d_in, d_edge = list(degrees_in), list(degrees_edge)
+    pairs = sorted({(l1, l2) for l1, l2, _ in paths}, key=lambda q: (d_in.index(q[0]), d_edge.index(q[1])))
+    reach = {q: {l3 for l1, l2, l3 in paths if (l1, l2) == q} for q in pairs}
+    slots: list[list[tuple[int, int]]] = []
+    used: list[set[int]] = []
+    for l1 in d_in:
+        first = len(slots)
+        for q in (q for q in pairs if q[0] == l1):
+            for j in range(first, len(slots)):
+                if not used[j] & reach[q]:
+                    slots[j].append(q)
+                    used[j] |= reach[q]
+                    break
+            else:
+                slots.append([q])
+                used.append(set(reach[q]))
+    slot_of = {q: j for j, slot in enumerate(slots) for q in slot}
+    return pairs, slots, [slot_of[(l1, l2)] for l1, l2, _ in paths]
 
 
 def _is_identity(idx: torch.Tensor) -> bool:
@@ -295,7 +354,7 @@ def mace_conv_paths(backend: str, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, 
         raise UnsupportedIrrepsError(
             backend,
             str(irreps_out),
-            f"conv_weights='path' computes MACE's own conv layout, which for {irreps_in1} x {irreps_in2} is {mid or 'empty'}",
+            f"conv_weights='path' and 'node_path' compute MACE's own conv layout, which for {irreps_in1} x {irreps_in2} is {mid or 'empty'}",
             "Build the conv through MACE (use_backend / build_model), or use conv_weights='l2' or 'l1l2'.",
         )
     return [(irreps_in1[i].ir.l, irreps_in2[j].ir.l, mid[k].ir.l) for i, j, k, _, _ in instructions]
@@ -331,13 +390,13 @@ class SphereConv(BackendModule):
         Edge spherical harmonics (``1x0e + 1x1o + ...``), natural parity, multiplicity 1.
     irreps_out : o3.Irreps
         ``C x l3`` blocks for reachable natural-parity ``l3`` (see :func:`conv_degrees_out`);
-        for ``conv_weights="path"`` MACE's ``irreps_mid`` (see :func:`mace_conv_paths`).
+        for ``conv_weights="path"`` and ``"node_path"`` MACE's ``irreps_mid`` (see :func:`mace_conv_paths`).
     engine_factory : callable
         ``EngineSpec -> engine`` (see the module docstring).
     backend_name : str
         Recorded on the module (``backend_of``).
     options : mapping
-        The backend options; ``conv_weights`` (``"l2"``, ``"l1l2"`` or ``"path"``),
+        The backend options; ``conv_weights`` (``"l2"``, ``"l1l2"``, ``"path"`` or ``"node_path"``),
         ``fused`` (bool) and ``kernel`` are read here.
 
     Shapes
@@ -354,7 +413,11 @@ class SphereConv(BackendModule):
     n_edge: int
     per_l1: bool
     per_path: bool
+    node_path: bool
+    keep_degrees: bool
     n_paths: int
+    n_pairs: int
+    n_slots: int
     path_groups: List[int]
     fused: bool
     in_identity: bool
@@ -395,7 +458,7 @@ class SphereConv(BackendModule):
         mode = str(options.get("conv_weights", "l2"))
         if mode not in CONV_WEIGHTS:
             raise ValueError(f"conv_weights must be one of {CONV_WEIGHTS}, got {mode!r}")
-        paths = mace_conv_paths(be, self.irreps_in1, self.irreps_in2, self.irreps_out) if mode == "path" else []
+        paths = mace_conv_paths(be, self.irreps_in1, self.irreps_in2, self.irreps_out) if mode in PER_PATH_OUTPUTS else []
         if paths:
             d_out = tuple(sorted({l3 for _, _, l3 in paths}))
         else:
@@ -408,12 +471,13 @@ class SphereConv(BackendModule):
         self.degrees_in, self.degrees_edge, self.degrees_out = d_in, d_edge, d_out
         self.k_in = _dim(d_in)
         self.n_paths = len(paths)
-        self.out_width = c * max(1, self.n_paths) * _dim(d_out)
         self.channels = c
         self.n_in = len(d_in)
         self.n_edge = len(d_edge)
         self.per_l1 = mode == "l1l2"
         self.per_path = mode == "path"
+        self.node_path = mode == "node_path"
+        self.keep_degrees = mode in PER_PATH_OUTPUTS
         self.fused = bool(options.get("fused", True))
         kernel = str(options.get("kernel", "auto"))
         if kernel not in CONV_KERNELS:
@@ -427,8 +491,11 @@ class SphereConv(BackendModule):
         self.use_triton = kernel == "triton"
         self.auto_triton = kernel == "auto" and importlib.util.find_spec("triton") is not None
         self.script_portable = True
+        self.n_pairs = len({(l1, l2) for l1, l2, _ in paths}) if self.node_path else 0
         if self.per_path:
             self.weight_numel = c * self.n_paths
+        elif self.node_path:
+            self.weight_numel = c * self.n_pairs
         else:
             self.weight_numel = c * self.n_edge * (self.n_in if self.per_l1 else 1)
 
@@ -436,7 +503,16 @@ class SphereConv(BackendModule):
         self.engine = engine_factory(self.spec)
         dtype = torch.get_default_dtype()
         self._register_path_tables(paths, d_in, d_edge)
-        if self.per_path:
+        slot_of_path = self._register_slot_tables(paths, d_in, d_edge)
+        self.out_width = c * max(1, self.n_slots if self.node_path else self.n_paths) * _dim(d_out)
+        if self.node_path:
+            scales = path_scales(paths)
+            per_component = torch.zeros(self.n_slots, _dim(d_out), dtype=torch.float64)  # [n_slots, K_out]
+            offs = _offsets(d_out)
+            for p, (_, _, l3) in enumerate(paths):  # each (slot, l3) holds at most one path
+                per_component[slot_of_path[p], offs[l3] : offs[l3] + 2 * l3 + 1] = float(scales[p])
+            idx_out = _paths_to_mul_ir(paths, slot_of_path, c, d_out, self.n_slots)
+        elif self.per_path:
             order = self.path_order.tolist()
             scales = torch.from_numpy(path_scales(paths))[order]
             per_component = scales[:, None].expand(self.n_paths, _dim(d_out))  # [n_paths, K_out], the conv's path order
@@ -467,9 +543,29 @@ class SphereConv(BackendModule):
         self.register_buffer("path_l1", torch.tensor([list(d_in).index(paths[j][0]) for j in order], dtype=torch.long), persistent=False)
         self.path_groups = groups if paths else []
 
+    def _register_slot_tables(self, paths: Sequence[tuple[int, int, int]], d_in: Sequence[int], d_edge: Sequence[int]) -> list[int]:
+        """``conv_weights="node_path"`` (:func:`node_path_slots`): ``slot_l1 [n_slots]``
+        (position of each slot's ``l1`` among the input degrees) and ``slot_weights
+        [n_slots * n_edge]`` (for each slot and edge degree, the column of the pair in the
+        weights, or ``n_pairs``, a zero column, when the slot lacks that pair). Empty unless
+        ``node_path``, always present, not in the state dict (as the path tables). Returns
+        the slot of each path."""
+        if not self.node_path:
+            self.n_slots = 0
+            self.register_buffer("slot_l1", torch.zeros(0, dtype=torch.long), persistent=False)
+            self.register_buffer("slot_weights", torch.zeros(0, dtype=torch.long), persistent=False)
+            return []
+        pairs, slots, slot_of_path = node_path_slots(paths, d_in, d_edge)
+        self.n_slots = len(slots)
+        l1_of = [list(d_in).index(slot[0][0]) for slot in slots]
+        columns = [pairs.index((slot[0][0], l2)) if (slot[0][0], l2) in slot else len(pairs) for slot in slots for l2 in d_edge]
+        self.register_buffer("slot_l1", torch.tensor(l1_of, dtype=torch.long), persistent=False)
+        self.register_buffer("slot_weights", torch.tensor(columns, dtype=torch.long), persistent=False)
+        return slot_of_path
+
     def __setstate__(self, state: dict) -> None:
         # models saved before the ``kernel`` option: the default kernel, portable TorchScript;
-        # before ``path``: no path tables
+        # before ``path``: no path tables; before ``node_path``: no slot tables
         super().__setstate__(state)
         self.__dict__.setdefault("kernel", "auto")
         self.__dict__.setdefault("use_reference", False)
@@ -478,6 +574,13 @@ class SphereConv(BackendModule):
         self.__dict__.setdefault("script_portable", True)
         self.__dict__.setdefault("per_path", False)
         self.__dict__.setdefault("n_paths", 0)
+        self.__dict__.setdefault("node_path", False)
+        self.__dict__.setdefault("keep_degrees", self.per_path)
+        self.__dict__.setdefault("n_pairs", 0)
+        if "slot_l1" not in self._buffers:
+            self._register_slot_tables([], self.degrees_in, self.degrees_edge)
+            self.slot_l1 = self.slot_l1.to(self.out_norm.device)
+            self.slot_weights = self.slot_weights.to(self.out_norm.device)
         if "path_l1" not in self._buffers:
             self._register_path_tables([], self.degrees_in, self.degrees_edge)
             self.path_order = self.path_order.to(self.out_norm.device)
@@ -485,7 +588,9 @@ class SphereConv(BackendModule):
         _set_widths(self)
 
     def conv_weights(self) -> str:
-        """The ``conv_weights`` mode: ``"l2"``, ``"l1l2"`` or ``"path"``."""
+        """The ``conv_weights`` mode: ``"l2"``, ``"l1l2"``, ``"path"`` or ``"node_path"``."""
+        if self.node_path:
+            return "node_path"
         return "path" if self.per_path else ("l1l2" if self.per_l1 else "l2")
 
     def kernel_in_use(self) -> str:
@@ -499,6 +604,8 @@ class SphereConv(BackendModule):
     def extra_repr(self) -> str:
         script = "reference" if (self.use_reference or self.script_portable) else self.kernel_in_use()
         paths = f" ({self.n_paths} paths)" if self.per_path else ""
+        if self.node_path:
+            paths = f" ({self.n_paths} paths, {self.n_pairs} degree pairs in {self.n_slots} receiver slots)"
         return (
             f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, conv_weights={self.conv_weights()}{paths}, fused={self.fused}, "
             f"kernel={self.kernel} (runs {self.kernel_in_use()}; TorchScript: {script}), points={self.engine.num_points}"
@@ -509,10 +616,10 @@ class SphereConv(BackendModule):
         # only: the portable one (plain aten ops) unless use_primitives_in_torchscript was called.
         # ``path`` keeps the degree axis (one product per path) up to the projection.
         if self.use_reference or (torch.jit.is_scripting() and self.script_portable):
-            return reference_conv(f, w, s, edge_index, self.per_path)
+            return reference_conv(f, w, s, edge_index, self.keep_degrees)
         if self.use_triton or (self.auto_triton and f.is_cuda):
-            return triton_conv(f, w, s, edge_index, self.per_path)
-        return primitive_conv(f, w, s, edge_index, self.per_path)
+            return triton_conv(f, w, s, edge_index, self.keep_degrees)
+        return primitive_conv(f, w, s, edge_index, self.keep_degrees)
 
     def _path_conv(self, feats: torch.Tensor, weight: torch.Tensor, edge_fn: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
         """``conv_weights="path"`` on the points: one product per (channel, path), kept per
@@ -532,6 +639,16 @@ class SphereConv(BackendModule):
                 start = stop
         return torch.cat(parts, dim=2)
 
+    def _node_path_conv(self, feats: torch.Tensor, weight: torch.Tensor, edge_fn: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
+        """``conv_weights="node_path"`` on the points: per edge, each slot's pairs weighted by
+        their ``l1l2`` weights (one product per slot and channel), kept per slot to the
+        receivers, where each slot is projected onto every ``l3`` (one path each)."""
+        c, e = self.channels, edge_fn.shape[0]
+        f = self.engine.to_points_split(feats).index_select(2, self.slot_l1)  # [n, C, n_slots, P]
+        w = torch.cat([weight.reshape(e, c, self.n_pairs), weight.new_zeros((e, c, 1))], dim=2)
+        w = w.index_select(2, self.slot_weights).reshape(e, c, self.n_slots, self.n_edge)  # [E, C, n_slots, n_edge]
+        return self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, n_slots, P]
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         n = x1.shape[0]
         c = self.channels
@@ -544,6 +661,8 @@ class SphereConv(BackendModule):
         e = edge_fn.shape[0]
         if self.per_path:
             z = self._path_conv(feats, weight, edge_fn, edge_index)  # [rows, C, n_paths, P]
+        elif self.node_path:
+            z = self._node_path_conv(feats, weight, edge_fn, edge_index)  # [rows, C, n_slots, P]
         else:
             if self.per_l1:
                 f = self.engine.to_points_split(feats)  # F [n, C, n_in, P]
@@ -552,7 +671,7 @@ class SphereConv(BackendModule):
                 f = self.engine.to_points(feats).unsqueeze(2)  # F [n, C, 1, P]
                 w = weight.reshape(e, c, 1, self.n_edge)
             z = self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, P]
-        out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out] ([rows, C, n_paths, K_out] for path)
+        out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out] ([rows, C, n_paths or n_slots, K_out] for path, node_path)
         out = out.reshape(out.shape[0], self.out_width)
         if not self.out_identity:
             out = out.index_select(1, self.idx_out)
