@@ -58,11 +58,28 @@ def sphere_options() -> tuple[Option, ...]:
             "power",
             "many-body product basis: 'power' (Proj_L(f**nu), Luo et al.) or 'factors' (products of nu differently "
             "reweighted copies of A: per element, channel and degree weights for every factor; more couplings, "
-            "correlation*(correlation+1)/2 - 1 evaluations on the points instead of 1)",
+            "correlation*(correlation+1)/2 - 1 evaluations on the points instead of 1) or 'cp' (a CP-rank-R symmetric "
+            "contraction: per nu >= 2, a weighted sum of product_rank such products; R times factors' evaluations)",
             str,
             PRODUCT_BASES,
         ),
+        Option(
+            "product_rank",
+            4,
+            "product_basis=cp: R, the number of products per correlation order nu >= 2 (ignored by power and factors)",
+            _positive_int,
+        ),
     )
+
+
+def _positive_int(value: Any) -> int:
+    """A positive int from an int or a command-line string (``"4"``; not ``4.5`` or ``True``)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("must be a positive integer")
+    out = int(value)
+    if out < 1:
+        raise ValueError("must be a positive integer")
+    return out
 
 
 def _uses(options: Mapping[str, Any], site: str) -> bool:

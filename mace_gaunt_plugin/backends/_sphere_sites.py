@@ -741,11 +741,23 @@ def power_projection_rms(degrees_in: Sequence[int], correlation: int, degrees_ou
     return out
 
 
-def factor_count(correlation: int) -> int:
-    """Number of reweighted factors of ``product_basis="factors"``: ``nu`` for each power
-    ``nu = 2 .. correlation`` (the first power needs none: its projection weights already
-    weigh every degree)."""
-    return sum(range(2, correlation + 1))
+def factor_count(correlation: int, rank: int = 1) -> int:
+    """Number of reweighted factors of ``product_basis="factors"`` (``rank`` 1) and ``"cp"``:
+    ``rank * nu`` for each order ``nu = 2 .. correlation`` (the first order needs none: its
+    projection weights already weigh every degree)."""
+    return rank * sum(range(2, correlation + 1))
+
+
+def product_terms(correlation: int, rank: int = 1) -> int:
+    """Number of projected products of the product site: one for ``nu = 1``, ``rank`` for
+    each ``nu = 2 .. correlation`` (``power`` and ``factors``: ``correlation``)."""
+    return 1 + rank * (correlation - 1)
+
+
+#: Spread of the initial ``cp`` factor weights: ``r = (1 + s z) / sqrt(1 + s**2)``, ``z ~ N(0, 1)``
+#: (mean square 1, so each factor keeps the variance of ``f``; distinct, so the factors of a
+#: term do not stay equal under training, as exactly equal ones would by symmetry).
+CP_INIT_SPREAD = 0.5
 
 
 @compile_mode("script")
@@ -757,6 +769,16 @@ class SphereProduct(BackendModule):
     ``"power"`` (default; Luo et al.)
         ``B_nu,L = Proj_L(f**nu)`` of one function per channel, ``f = sum_l A_l``, weighed
         by ``w[element, channel, nu, L]``.
+    ``"cp"`` (``product_rank`` R)
+        a CP-rank-R symmetric contraction (DESIGN.md 9.2): for ``nu >= 2``, ``B_nu,L =
+        sum_r w[element, channel, nu, r, L] Proj_L(g_nu,r,1 ... g_nu,r,nu)``, each factor
+        its own per-element, per-channel, per-degree reweighting of ``A`` as in
+        ``factors`` (:func:`factor_count` ``(correlation, R)`` factors, :func:`product_terms`
+        projected products). For ``nu = 2`` the coupling of degrees ``(l1, l2)`` into ``L``
+        is ``sum_r w_r,L (a_r,l1 b_r,l2 + a_r,l2 b_r,l1)``, rank up to ``2 R`` per output
+        degree. ``R = 1`` is ``factors``' function class. The factor weights start at
+        ``(1 + 0.5 z) / sqrt(1.25)`` (``z ~ N(0, 1)``, :data:`CP_INIT_SPREAD`): distinct, mean
+        square 1; the projection weights start ``N(0, 1) / sqrt(n_terms)``.
     ``"factors"``
         ``B_nu,L = Proj_L(g_nu,1 ... g_nu,nu)`` for ``nu >= 2``, each factor its own
         reweighting of ``A``, ``g_nu,k = sum_l r[element, nu, k, channel, l] A_l``
@@ -766,7 +788,10 @@ class SphereProduct(BackendModule):
         single power cannot weigh, at the same pointwise-product cost class (one
         evaluation on the points per factor instead of one in all). Each ``r`` is a
         per-degree scalar, so the basis stays O(3)-exact. All ``r`` start at 1: a fresh
-        ``factors`` product computes what ``power`` computes.
+        ``factors`` product computes what ``power`` computes. (Equal factors of a term get
+        equal gradients, so training keeps them equal: ``factors`` then learns
+        ``Proj_L(g_nu**nu)`` of one reweighted ``g_nu`` per order; ``cp`` starts them
+        apart.)
 
     Parameters
     ----------
@@ -797,6 +822,8 @@ class SphereProduct(BackendModule):
     n_factors: int
     n_in: int
     k_in: int
+    rank: int
+    n_terms: int
 
     def __init__(
         self,
@@ -843,25 +870,32 @@ class SphereProduct(BackendModule):
         # A power whose projection vanishes identically (e.g. f**1 onto a degree f lacks) gets 0.
         inv = np.where(rms > 0, 1.0 / np.where(rms > 0, rms, 1.0), 0.0)
         per_component = torch.from_numpy(inv)[:, _degree_index(d_out)]  # [nu, K_out]
-        self.register_buffer("power_norm", per_component.to(dtype))
         self.register_buffer("degree_index", _degree_index(d_out))
         idx_out = _channels_to_mul_ir(self.irreps_out, d_out)
         self.out_identity = _is_identity(idx_out)
         self.register_buffer("idx_out", idx_out)
-        self.weights = torch.nn.Parameter(
-            torch.randn(self.num_elements, c, self.correlation, self.n_out, dtype=dtype) / math.sqrt(self.correlation)
-        )
         basis = str(options.get("product_basis", "power"))
         if basis not in PRODUCT_BASES:
             raise BackendOptionError(f"product_basis must be one of {PRODUCT_BASES}, got {basis!r}")
+        rank = int(options.get("product_rank", 1)) if basis == "cp" else 1
+        if rank < 1:
+            raise BackendOptionError(f"product_rank must be >= 1, got {rank}")
         self.product_basis = basis
+        self.rank = rank
+        self.n_terms = product_terms(self.correlation, rank)
+        # projected products: nu = 1, then ``rank`` per nu >= 2 (their nu: rows of power_norm)
+        term_nu = [0] + [nu - 1 for nu in range(2, self.correlation + 1) for _ in range(rank)]
+        self.register_buffer("power_norm", per_component[term_nu].to(dtype))
+        self.weights = torch.nn.Parameter(torch.randn(self.num_elements, c, self.n_terms, self.n_out, dtype=dtype) / math.sqrt(self.n_terms))
         self.n_in = len(d_in)
         self.k_in = _dim(d_in)
-        self.n_factors = factor_count(self.correlation) if basis == "factors" else 0
+        self.n_factors = factor_count(self.correlation, rank) if basis in ("factors", "cp") else 0
         self.register_buffer("in_degree_index", _degree_index(d_in))
         # None for the power basis: its state dict stays that of models made before the option
-        factor_weights = torch.nn.Parameter(torch.ones(self.num_elements, self.n_factors, c, self.n_in, dtype=dtype))
-        self.register_parameter("factor_weights", factor_weights if self.n_factors else None)
+        init = torch.ones(self.num_elements, self.n_factors, c, self.n_in, dtype=dtype)
+        if basis == "cp":
+            init = (1 + CP_INIT_SPREAD * torch.randn_like(init)) / math.sqrt(1 + CP_INIT_SPREAD**2)
+        self.register_parameter("factor_weights", torch.nn.Parameter(init) if self.n_factors else None)
 
     def __setstate__(self, state: dict) -> None:
         # models saved before ``product_basis``: the power basis (no factor weights)
@@ -873,12 +907,16 @@ class SphereProduct(BackendModule):
             self.k_in = _dim(self.degrees_in)
             self.register_buffer("in_degree_index", _degree_index(self.degrees_in).to(self.weights.device))
             self.register_parameter("factor_weights", None)
+        if "rank" not in self.__dict__:  # before ``cp``: one term per nu
+            self.rank = 1
+            self.n_terms = self.correlation
         _set_widths(self)
 
     def extra_repr(self) -> str:
         return (
             f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, product_basis={self.product_basis}, "
-            f"points={self.engine.num_points}"
+            + (f"product_rank={self.rank}, " if self.product_basis == "cp" else "")
+            + f"points={self.engine.num_points}"
         )
 
     def _factor_points(self, node_feats: torch.Tensor, node_attrs: torch.Tensor, factor_weights: torch.Tensor) -> torch.Tensor:
@@ -900,18 +938,19 @@ class SphereProduct(BackendModule):
             for _ in range(self.correlation - 1):
                 g = g * f
                 powers.append(g)
-        else:  # factors basis: g_2,1 g_2,2, g_3,1 g_3,2 g_3,3, ...
-            factors = self._factor_points(node_feats, node_attrs, factor_weights)
+        else:  # factors / cp: per nu, ``rank`` products g_nu,r,1 ... g_nu,r,nu (factor order: nu, r, k)
+            factors = self._factor_points(node_feats, node_attrs, factor_weights)  # [N, n_factors, C, P]
             first = 0
             for nu in range(2, self.correlation + 1):
-                g = factors[:, first]
+                block = factors[:, first : first + self.rank * nu].reshape(n, self.rank, nu, c, factors.shape[-1])
+                g = block[:, :, 0]
                 for k in range(1, nu):
-                    g = g * factors[:, first + k]
-                powers.append(g)
-                first += nu
-        proj = self.engine.from_points(torch.stack(powers, dim=2))  # [N, C, nu, K_out]
-        w = (node_attrs @ self.weights.reshape(self.num_elements, -1)).reshape(n, c, self.correlation, self.n_out)
-        w = w.index_select(3, self.degree_index) * self.power_norm  # [N, C, nu, K_out]
+                    g = g * block[:, :, k]  # [N, R, C, P]
+                powers.extend(g.unbind(1))
+                first += self.rank * nu
+        proj = self.engine.from_points(torch.stack(powers, dim=2))  # [N, C, n_terms, K_out]
+        w = (node_attrs @ self.weights.reshape(self.num_elements, -1)).reshape(n, c, self.n_terms, self.n_out)
+        w = w.index_select(3, self.degree_index) * self.power_norm  # [N, C, n_terms, K_out]
         out = (proj * w).sum(2).reshape(n, self.out_width)
         if not self.out_identity:
             out = out.index_select(1, self.idx_out)
