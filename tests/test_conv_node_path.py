@@ -195,3 +195,31 @@ def test_node_path_parameter_count() -> None:
     node_path = count_parameters("grid", NODE_PATH, **cfg)
     assert l1l2["conv"] < node_path["conv"] < path["conv"]
     assert node_path["product"] == l1l2["product"] and node_path["other"] == l1l2["other"]
+
+
+def test_model_with_both_new_options_round_trips_through_a_safe_file(tmp_path) -> None:
+    """Safe file (tensors and a JSON header only) and ``switch_backend`` of a model with
+    ``node_path`` and ``product_basis=cp``; empty graphs and zero nodes through the kit."""
+    from mace_gaunt_plugin.testing import atoms_to_batch, check_backend, default_dtype, model_energy_forces, synthetic_molecule
+
+    options = {"conv_weights": "node_path", "product_basis": "cp", "product_rank": 2}
+    cfg = small_mace_config()
+    with default_dtype(torch.float64):
+        torch.manual_seed(0)
+        model = mgp.build_model("grid", backend_options=options, **cfg).eval()
+        molecules = [synthetic_molecule(8, cfg["atomic_numbers"], seed=s) for s in (0, 1)]
+        batch = atoms_to_batch(molecules, cfg["atomic_numbers"], cfg["r_max"])
+    path = tmp_path / "model.safetensors"
+    mgp.save_model(model, path)
+    loaded = mgp.load_model(path)
+    assert mgp.backend_options_of(loaded) == mgp.backend_options_of(model)
+    assert mgp.backend_options_of(loaded)["product_rank"] == 2
+    e0, f0 = model_energy_forces(model, batch)
+    e1, f1 = model_energy_forces(loaded, batch)
+    torch.testing.assert_close(e1, e0, rtol=0, atol=1e-12)
+    torch.testing.assert_close(f1, f0, rtol=0, atol=1e-12)
+    switched = mgp.switch_backend(model, "gaunt")
+    e2, f2 = model_energy_forces(switched, batch)
+    torch.testing.assert_close(e2, e0, rtol=0, atol=1e-9)
+    torch.testing.assert_close(f2, f0, rtol=0, atol=1e-9)
+    assert check_backend("grid", options, checks=("empty", "zero_nodes")) == {"empty": "passed", "zero_nodes": "passed"}
