@@ -114,7 +114,11 @@ Luo et al.'s many-body basis ``B_{c,L} = sum_{nu=1..correlation} w_nu(Z, c, L) b
 Proj_L(f_c**nu)`` with ``f_c = sum_lm A[c, lm] Y_lm``. ``b_{nu,L}`` is the inverse RMS of
 ``Proj_L(f**nu)`` for ``A ~ N(0, 1)``, computed exactly (Isserlis plus Funk-Hecke, see
 :func:`power_projection_rms`). Weights ``[n_elements, C, correlation, n_L]`` initialised
-``N(0, 1) / sqrt(correlation)``; ``node_attrs @ weights`` selects them per node.
+``N(0, 1) / sqrt(correlation)``; ``node_attrs @ weights`` selects them per node. Options
+``product_basis="factors"`` and ``"cp"`` (with ``product_rank``) replace ``f**nu`` by
+products of differently reweighted copies of ``A`` (see :class:`SphereProduct`); ``cp`` has
+:func:`product_terms` projected products, so its weights are ``[n_elements, C, n_terms,
+n_L]``, initialised ``N(0, 1) / sqrt(n_terms)``, each term normalised as its order's power.
 """
 
 import importlib.util
