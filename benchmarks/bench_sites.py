@@ -23,6 +23,7 @@ Usage::
     python benchmarks/bench_sites.py                                   # CPU (+ CUDA if present)
     python benchmarks/bench_sites.py --backends e3nn,grid,gaunt --device cuda
     python benchmarks/bench_sites.py --backends e3nn,grid:conv_weights=l1l2 --cpu-cells 3
+    python benchmarks/bench_sites.py --backends grid,grid:conv_weights=node_path --baseline grid --sites conv
 
 The CPU run uses ``--cpu-cells`` (default 4: 256 atoms) and ``--cpu-repeats``; the output
 says so. Results: ``benchmarks/results/{--name}_{device}.json`` and ``.md``.
@@ -246,10 +247,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--r-max", type=float, default=5.0)
     p.add_argument("--rattle", type=float, default=0.05, help="Gaussian displacement of the atoms (A); 0.05 gives DESIGN.md's edge count")
     p.add_argument("--name", default="sites", help="result files: results/{name}_{device}.json/.md")
+    p.add_argument("--baseline", default=None, help="backend label the speedup column divides by (default: e3nn if listed, else the first)")
     args = p.parse_args(argv)
     bc.apply_torch_settings(args)
     specs = bc.parse_backend_specs(args.backends)
     baseline = "e3nn" if any(s.label == "e3nn" for s in specs) else specs[0].label
+    if args.baseline is not None:
+        if args.baseline not in [s.label for s in specs]:
+            p.error(f"--baseline {args.baseline!r} is not one of the --backends labels {[s.label for s in specs]}")
+        baseline = args.baseline
     devices = bc.devices_from_arg(args.device)
     for device in devices:
         stamp = bc.machine_stamp([device])

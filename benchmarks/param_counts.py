@@ -5,6 +5,8 @@ hidden L = 0..3. Writes ``benchmarks/results/param_counts.{json,md}``.
 Usage::
 
     python benchmarks/param_counts.py [--backends e3nn,grid,grid:conv_weights=l1l2] [--elements 1]
+
+(the default lists every conv parametrisation and product basis; ``cp`` at its default rank 4 and at 8)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from mace_gaunt_plugin.testing import small_mace_config  # noqa: E402
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backends", default="e3nn,grid,grid:conv_weights=l1l2")
+    p.add_argument("--backends", default="e3nn,grid,grid:conv_weights=l1l2,grid:conv_weights=node_path,grid:conv_weights=path,grid:product_basis=factors,grid:product_basis=cp,grid:product_basis=cp;product_rank=8")
     p.add_argument("--hidden-L", type=bc.comma_list(int), default=[0, 1, 2, 3])
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--elements", type=int, default=1, help="number of chemical elements (product weights scale with it)")
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
             f"ScaleShiftMACE, {args.channels} channels, max_ell 3, correlation 3, 2 interactions, radial MLP [64, 64, 64], "
             f"{args.elements} element(s). conv = radial MLPs + conv modules + the linear after each conv, summed over layers; "
             "product = product weights + the linear after it.",
+            "",
+            "Command: `python benchmarks/param_counts.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`",
             "",
             bc.markdown_table(rows, cols),
         ]

@@ -4,8 +4,13 @@ A Gaunt-family conv has ``C * n_l2`` (``conv_weights="l2"``) or ``C * n_l1 * n_l
 (``"l1l2"``) weights per edge where e3nn's ``uvu`` tensor product has ``C`` per CG path
 ``(l1, l2, l3)``; the radial MLP's last layer and the linear after the conv shrink with
 it. With ``"path"`` the conv has e3nn's ``C`` per path and MACE's output irreps, so its
-conv count is e3nn's exactly. The Gaunt product has ``n_elements * C * correlation * n_L`` weights where MACE's
-symmetric contraction has one per element, channel and coupled CG basis function.
+conv count is e3nn's exactly; ``"node_path"`` has ``C`` per degree pair ``(l1, l2)`` in
+the radial MLP and ``path``'s per-path linear. The Gaunt product has
+``n_elements * C * correlation * n_L`` weights (``power``) where MACE's symmetric
+contraction has one per element, channel and coupled CG basis function; ``factors`` and
+``cp`` add ``n_elements * C * n_l`` per reweighted factor (``cp``: ``product_rank`` times
+``factors``' count) and ``cp`` has ``1 + product_rank * (correlation - 1)`` projection
+weights per (element, channel, L) instead of ``correlation``.
 
 >>> # from mace_gaunt_plugin.params import count_parameters
 >>> # count_parameters("grid", **small_mace_config())["total"]

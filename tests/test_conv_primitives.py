@@ -169,7 +169,7 @@ def _pair(backend: str, hidden_l: int, max_ell: int, mode: str) -> tuple[SphereC
 @pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("max_ell", [1, 2, 3])
 @pytest.mark.parametrize("hidden_l", [0, 1, 2, 3])
-@pytest.mark.parametrize("mode", ["l2", "l1l2", "path"])
+@pytest.mark.parametrize("mode", ["l2", "l1l2", "path", "node_path"])
 def test_torch_kernel_equals_reference(mode, hidden_l, max_ell, graph, float64, one_thread) -> None:
     new, ref = _pair("grid", hidden_l, max_ell, mode)
     assert new.kernel_in_use() == "torch" and ref.kernel_in_use() == "reference"
@@ -187,7 +187,7 @@ def test_torch_kernel_equals_reference(mode, hidden_l, max_ell, graph, float64, 
         assert not got[3:].any()
 
 
-@pytest.mark.parametrize("mode", ["l2", "l1l2", "path"])
+@pytest.mark.parametrize("mode", ["l2", "l1l2", "path", "node_path"])
 def test_torch_kernel_equals_reference_fourier_engine(mode, float64, one_thread) -> None:
     new, ref = _pair("gaunt", 2, 3, mode)
     x1, vec, w, edge_index = _inputs(new, "unsorted_repeated")
@@ -207,7 +207,7 @@ def _forces_and_second(conv: torch.nn.Module, x1, vec, w, edge_index, irreps_edg
     return (d_vec, d_x1), second
 
 
-@pytest.mark.parametrize("mode", ["l2", "l1l2", "path"])
+@pytest.mark.parametrize("mode", ["l2", "l1l2", "path", "node_path"])
 @pytest.mark.parametrize("graph", ["isolated_nodes", "unsorted_repeated"])
 def test_forces_and_double_backward_equal_reference(mode, graph, float64, one_thread) -> None:
     new, ref = _pair("grid", 2, 3, mode)
@@ -233,7 +233,7 @@ def _saved_numels(conv: SphereConv, x1, vec, w, edge_index) -> list[int]:
     return sizes
 
 
-@pytest.mark.parametrize("mode", ["l2", "l1l2", "path"])
+@pytest.mark.parametrize("mode", ["l2", "l1l2", "path", "node_path"])
 def test_torch_kernel_keeps_no_edge_by_channel_by_point_tensor(mode, float64, one_thread) -> None:
     """No [E, C, P] tensor is saved for the backward, at first or second order; the
     reference kernel does save them (so the check can fail)."""
@@ -260,7 +260,7 @@ def _roundtrip(module: torch.nn.Module) -> torch.jit.ScriptModule:
     return torch.jit.load(buf)
 
 
-@pytest.mark.parametrize("mode", ["l2", "l1l2", "path"])
+@pytest.mark.parametrize("mode", ["l2", "l1l2", "path", "node_path"])
 def test_torchscript_with_primitives_equals_eager(mode, float64) -> None:
     conv = _build("grid", 2, 3, mode, "torch")
     x1, vec, w, edge_index = _inputs(conv, "unsorted_repeated")
@@ -436,7 +436,7 @@ def test_triton_primitives_gradgradcheck(triton_interpreter, float64) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("mode", ["l2", "l1l2", "path"])
+@pytest.mark.parametrize("mode", ["l2", "l1l2", "path", "node_path"])
 def test_triton_conv_equals_reference(mode, dtype, triton_interpreter) -> None:
     with default_dtype(dtype):
         new = _build("grid", 1, 2, mode, "triton")
@@ -474,7 +474,7 @@ def test_triton_kernel_refused_on_cpu(monkeypatch, triton_interpreter) -> None:
 def test_triton_on_cuda_matches_torch(dtype) -> None:
     pytest.importorskip("triton", reason="Triton is not installed (the 'triton' extra)")
     with default_dtype(dtype):
-        for mode in ("l2", "l1l2", "path"):
+        for mode in ("l2", "l1l2", "path", "node_path"):
             new = _build("grid", 2, 3, mode, "triton", channels=16).cuda()
             ref = _build("grid", 2, 3, mode, "torch", channels=16).cuda()
             assert new.kernel_in_use() == "triton"

@@ -70,6 +70,9 @@ OPTION_CASES = [
     ("gaunt", {"conv_weights": "path"}),
     ("grid", {"product_basis": "factors"}),
     ("gaunt", {"product_basis": "factors"}),
+    ("grid", {"conv_weights": "node_path"}),
+    ("gaunt", {"conv_weights": "node_path", "product_basis": "cp", "product_rank": 2}),
+    ("grid", {"product_basis": "cp"}),
 ]
 
 

@@ -108,7 +108,7 @@ def loaded(trained: Path, tiny_xyz: Path) -> dict:
 def test_training_writes_the_backend_everywhere(trained: Path, loaded: dict) -> None:
     import torch
 
-    options = {"sites": "both", "conv_weights": "l1l2", "fused": True, "kernel": "auto", "product_basis": "power"}
+    options = {"sites": "both", "conv_weights": "l1l2", "fused": True, "kernel": "auto", "product_basis": "power", "product_rank": 4}
     log = (trained / "logs" / "tiny_run-1.log").read_text()
     assert f"TP backend: '{BACKEND}'" in log and "conv_weights=l1l2" in log
     assert "TP backend kernels on cpu: SphereConv runs 'torch'" in log  # kernel=auto, resolved on the run's device
@@ -231,7 +231,7 @@ def test_restart_of_a_checkpoint_written_before_an_option_existed(trained: Path,
     (workdir / "checkpoints").mkdir(parents=True)
     old = mgp.read_checkpoint(trained / "checkpoints" / "tiny_run-1_epoch-0.pt")
     del old["mace_gaunt_plugin_guard"]  # as written before the guard existed
-    for key in ("kernel", "product_basis"):
+    for key in ("kernel", "product_basis", "product_rank"):
         del old["tp_backend"]["options"][key]
     torch.save(old, workdir / "checkpoints" / "tiny_run-1_epoch-0.pt")
     _ok(_run([MACE_RUN_TRAIN, *_train_args(workdir, tiny_xyz, "--restart_latest", "--tp-backend", BACKEND,

@@ -16,6 +16,7 @@ from ._conv_triton import triton_unavailable_reason
 from ._sphere_sites import (
     CONV_KERNELS,
     CONV_WEIGHTS,
+    PER_PATH_OUTPUTS,
     PRODUCT_BASES,
     EngineSpec,
     SphereConv,
@@ -37,8 +38,10 @@ def sphere_options() -> tuple[Option, ...]:
         Option(
             "conv_weights",
             "l2",
-            "conv weights per (channel, l2) ('l2', Luo et al., fastest), per (channel, l1, l2) ('l1l2', richer) or per "
-            "(channel, l1, l2, l3) path ('path': MACE's own conv function, output irreps and weight layout; slowest)",
+            "conv weights per (channel, l2) ('l2', Luo et al., fastest), per (channel, l1, l2) ('l1l2', richer), per "
+            "(channel, l1, l2, l3) path ('path': MACE's own conv function, output irreps and weight layout; slowest) or "
+            "'node_path' (l1l2 radial weights, MACE's per-path outputs: per-path weights applied at the node by the "
+            "linear after the conv; between l1l2 and path)",
             str,
             CONV_WEIGHTS,
         ),
@@ -57,11 +60,28 @@ def sphere_options() -> tuple[Option, ...]:
             "power",
             "many-body product basis: 'power' (Proj_L(f**nu), Luo et al.) or 'factors' (products of nu differently "
             "reweighted copies of A: per element, channel and degree weights for every factor; more couplings, "
-            "correlation*(correlation+1)/2 - 1 evaluations on the points instead of 1)",
+            "correlation*(correlation+1)/2 - 1 evaluations on the points instead of 1) or 'cp' (a CP-rank-R symmetric "
+            "contraction: per nu >= 2, a weighted sum of product_rank such products; R times factors' evaluations)",
             str,
             PRODUCT_BASES,
         ),
+        Option(
+            "product_rank",
+            4,
+            "product_basis=cp: R, the number of products per correlation order nu >= 2 (ignored by power and factors)",
+            _positive_int,
+        ),
     )
+
+
+def _positive_int(value: Any) -> int:
+    """A positive int from an int or a command-line string (``"4"``; not ``4.5`` or ``True``)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("must be a positive integer")
+    out = int(value)
+    if out < 1:
+        raise ValueError("must be a positive integer")
+    return out
 
 
 def _uses(options: Mapping[str, Any], site: str) -> bool:
@@ -110,7 +130,7 @@ class SphereBackend(TPBackend):
         require_natural_parity(self.name, irreps_edge, "edge spherical harmonics")
         require_natural_parity(self.name, irreps_target, "interaction target irreps")
         mul = require_uniform_multiplicity(self.name, irreps_node, "node features (hidden irreps)")
-        if options["conv_weights"] == "path":
+        if options["conv_weights"] in PER_PATH_OUTPUTS:
             return self._mace_irreps_mid(irreps_node, irreps_edge, irreps_target)
         ls = conv_degrees_out([ir.l for _, ir in irreps_node], [ir.l for _, ir in irreps_edge], [ir.l for _, ir in irreps_target])
         if not ls:
@@ -118,7 +138,7 @@ class SphereBackend(TPBackend):
         return o3.Irreps([(mul, (l, (-1) ** l)) for l in ls])
 
     def _mace_irreps_mid(self, irreps_node: o3.Irreps, irreps_edge: o3.Irreps, irreps_target: o3.Irreps) -> o3.Irreps:
-        """``conv_weights="path"``: MACE's own conv output irreps (``irreps_mid``), checked."""
+        """``conv_weights="path"`` or ``"node_path"``: MACE's own conv output irreps (``irreps_mid``), checked."""
         from mace.modules.irreps_tools import tp_out_irreps_with_instructions
 
         mid, _ = tp_out_irreps_with_instructions(irreps_node, irreps_edge, irreps_target)

@@ -59,6 +59,20 @@ receiver. Parametrisations (option ``conv_weights``):
     work is ``n_paths`` products per channel instead of one: the degree axis ``J`` of the
     primitives runs over the paths of one ``l2`` (one call per ``l2``) and is kept to the
     receivers, where each path is projected onto its ``l3``.
+``"node_path"``
+    between ``l1l2`` and ``path`` (DESIGN.md 9.3): ``l1l2`` radial weights (one per channel
+    and degree pair ``(l1, l2)`` that some path uses, ``weight_numel = C * n_pairs``,
+    layout ``[E, C, n_pairs]``) and ``path``'s output: MACE's ``irreps_mid``, one
+    ``C x l3`` block per path, each ``s_p Proj_l3(f_{c,l1} w[c, l1, l2] g_l2)`` summed over
+    edges. The per-path weights are then applied at the node, by the ``linear`` MACE puts
+    after the conv (per output channel, input channel and path), on ``N`` nodes instead
+    of ``E`` edges; what is lost against ``path`` is only the radial dependence of the
+    ``l3`` weight. Per edge the pairs are summed into a few *receiver slots*
+    (:func:`node_path_slots`: pairs of one ``l1`` whose output degrees do not overlap
+    share a slot), so the points work is one product per (channel, slot), e.g. 3 slots
+    for hidden L = 1 and edge L = 3 against ``path``'s 10 paths and ``l1l2``'s 2
+    per-``l1`` products. With the same radial weights it equals ``path`` with each
+    path's weight set to its pair's.
 
 Kernels (option ``kernel``)
 ---------------------------
@@ -103,7 +117,11 @@ Luo et al.'s many-body basis ``B_{c,L} = sum_{nu=1..correlation} w_nu(Z, c, L) b
 Proj_L(f_c**nu)`` with ``f_c = sum_lm A[c, lm] Y_lm``. ``b_{nu,L}`` is the inverse RMS of
 ``Proj_L(f**nu)`` for ``A ~ N(0, 1)``, computed exactly (Isserlis plus Funk-Hecke, see
 :func:`power_projection_rms`). Weights ``[n_elements, C, correlation, n_L]`` initialised
-``N(0, 1) / sqrt(correlation)``; ``node_attrs @ weights`` selects them per node.
+``N(0, 1) / sqrt(correlation)``; ``node_attrs @ weights`` selects them per node. Options
+``product_basis="factors"`` and ``"cp"`` (with ``product_rank``) replace ``f**nu`` by
+products of differently reweighted copies of ``A`` (see :class:`SphereProduct`); ``cp`` has
+:func:`product_terms` projected products, so its weights are ``[n_elements, C, n_terms,
+n_L]``, initialised ``N(0, 1) / sqrt(n_terms)``, each term normalised as its order's power.
 """
 
 import importlib.util
@@ -130,19 +148,23 @@ __all__ = [
     "conv_normalisation",
     "power_projection_rms",
     "CONV_WEIGHTS",
+    "PER_PATH_OUTPUTS",
     "mace_conv_paths",
+    "node_path_slots",
     "path_scales",
     "CONV_KERNELS",
     "AUTO_CUDA_KERNEL",
     "use_primitives_in_torchscript",
 ]
 
-CONV_WEIGHTS = ("l2", "l1l2", "path")
+CONV_WEIGHTS = ("l2", "l1l2", "path", "node_path")
+#: conv parametrisations whose output irreps are MACE's ``irreps_mid`` (one block per path)
+PER_PATH_OUTPUTS = ("path", "node_path")
 CONV_KERNELS = ("auto", "torch", "triton", "reference")
 #: what ``kernel="auto"`` runs on CUDA tensors (``"torch"`` or ``"triton"``, the latter only
 #: where Triton imports): the one place to change once a GPU run has measured both.
 AUTO_CUDA_KERNEL = "torch"
-PRODUCT_BASES = ("power", "factors")
+PRODUCT_BASES = ("power", "factors", "cp")
 
 EngineFactory = Callable[["EngineSpec"], torch.nn.Module]
 
@@ -236,11 +258,13 @@ def _channels_to_mul_ir(irreps: o3.Irreps, degrees: Sequence[int]) -> torch.Tens
     return torch.tensor(idx, dtype=torch.long)
 
 
-def _paths_to_mul_ir(paths: Sequence[tuple[int, int, int]], position: Sequence[int], channels: int, degrees_out: Sequence[int]) -> torch.Tensor:
-    """Index ``idx`` with ``y.view(..., C * n_paths * K_out)[..., idx]`` = MACE's ``irreps_mid``
+def _paths_to_mul_ir(
+    paths: Sequence[tuple[int, int, int]], position: Sequence[int], channels: int, degrees_out: Sequence[int], n_rows: Optional[int] = None
+) -> torch.Tensor:
+    """Index ``idx`` with ``y.view(..., C * n_rows * K_out)[..., idx]`` = MACE's ``irreps_mid``
     layout (block ``j`` = path ``j``: its ``l3`` components, channel-major), path ``j`` being
-    at ``position[j]`` of the path axis of ``y``."""
-    k_dim, n = _dim(degrees_out), len(paths)
+    at ``position[j]`` of the path axis of ``y`` (``n_rows`` long; default one row per path)."""
+    k_dim, n = _dim(degrees_out), len(paths) if n_rows is None else n_rows
     offs = _offsets(degrees_out)
     idx = [
         c * n * k_dim + position[j] * k_dim + offs[l3] + m for j, (_, _, l3) in enumerate(paths) for c in range(channels) for m in range(2 * l3 + 1)
@@ -254,6 +278,45 @@ def _paths_by_edge_degree(paths: Sequence[tuple[int, int, int]], degrees_edge: S
     sizes (one per edge degree, possibly 0)."""
     order = sorted(range(len(paths)), key=lambda j: (list(degrees_edge).index(paths[j][1]), j))
     return order, [sum(1 for _, b, _ in paths if b == l2) for l2 in degrees_edge]
+
+
+def node_path_slots(
+    paths: Sequence[tuple[int, int, int]], degrees_in: Sequence[int], degrees_edge: Sequence[int]
+) -> tuple[list[tuple[int, int]], list[list[tuple[int, int]]], list[int]]:
+    """How ``conv_weights="node_path"`` packs the degree pairs ``(l1, l2)`` into receiver slots.
+
+    Returns ``(pairs, slots, slot_of_path)``: ``pairs`` are the distinct ``(l1, l2)`` of the
+    paths (the weight layout, ``[E, C, n_pairs]``, ordered by ``l1`` then ``l2``); each slot
+    is a list of pairs with one ``l1`` whose sets of output degrees ``l3`` (among ``paths``)
+    are disjoint, so that ``Proj_l3`` of the slot's receiver sum is the one path
+    ``(l1, l2, l3)`` of the slot that reaches ``l3``; ``slot_of_path[p]`` is the slot of path
+    ``p``. Pairs are placed greedily (first slot that fits), one ``l1`` at a time.
+
+    >>> paths = [(0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0), (1, 1, 2), (1, 2, 1)]
+    >>> pairs, slots, where = node_path_slots(paths, (0, 1), (0, 1, 2))
+    >>> slots
+    [[(0, 0), (0, 1)], [(1, 0), (1, 1)], [(1, 2)]]
+    >>> where
+    [0, 0, 1, 1, 1, 2]
+    """
+    d_in, d_edge = list(degrees_in), list(degrees_edge)
+    pairs = sorted({(l1, l2) for l1, l2, _ in paths}, key=lambda q: (d_in.index(q[0]), d_edge.index(q[1])))
+    reach = {q: {l3 for l1, l2, l3 in paths if (l1, l2) == q} for q in pairs}
+    slots: list[list[tuple[int, int]]] = []
+    used: list[set[int]] = []
+    for l1 in d_in:
+        first = len(slots)
+        for q in (q for q in pairs if q[0] == l1):
+            for j in range(first, len(slots)):
+                if not used[j] & reach[q]:
+                    slots[j].append(q)
+                    used[j] |= reach[q]
+                    break
+            else:
+                slots.append([q])
+                used.append(set(reach[q]))
+    slot_of = {q: j for j, slot in enumerate(slots) for q in slot}
+    return pairs, slots, [slot_of[(l1, l2)] for l1, l2, _ in paths]
 
 
 def _is_identity(idx: torch.Tensor) -> bool:
@@ -307,7 +370,7 @@ def mace_conv_paths(backend: str, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, 
         raise UnsupportedIrrepsError(
             backend,
             str(irreps_out),
-            f"conv_weights='path' computes MACE's own conv layout, which for {irreps_in1} x {irreps_in2} is {mid or 'empty'}",
+            f"conv_weights='path' and 'node_path' compute MACE's own conv layout, which for {irreps_in1} x {irreps_in2} is {mid or 'empty'}",
             "Build the conv through MACE (use_backend / build_model), or use conv_weights='l2' or 'l1l2'.",
         )
     return [(irreps_in1[i].ir.l, irreps_in2[j].ir.l, mid[k].ir.l) for i, j, k, _, _ in instructions]
@@ -343,13 +406,13 @@ class SphereConv(BackendModule):
         Edge spherical harmonics (``1x0e + 1x1o + ...``), natural parity, multiplicity 1.
     irreps_out : o3.Irreps
         ``C x l3`` blocks for reachable natural-parity ``l3`` (see :func:`conv_degrees_out`);
-        for ``conv_weights="path"`` MACE's ``irreps_mid`` (see :func:`mace_conv_paths`).
+        for ``conv_weights="path"`` and ``"node_path"`` MACE's ``irreps_mid`` (see :func:`mace_conv_paths`).
     engine_factory : callable
         ``EngineSpec -> engine`` (see the module docstring).
     backend_name : str
         Recorded on the module (``backend_of``).
     options : mapping
-        The backend options; ``conv_weights`` (``"l2"``, ``"l1l2"`` or ``"path"``),
+        The backend options; ``conv_weights`` (``"l2"``, ``"l1l2"``, ``"path"`` or ``"node_path"``),
         ``fused`` (bool) and ``kernel`` are read here.
 
     Shapes
@@ -366,7 +429,11 @@ class SphereConv(BackendModule):
     n_edge: int
     per_l1: bool
     per_path: bool
+    node_path: bool
+    keep_degrees: bool
     n_paths: int
+    n_pairs: int
+    n_slots: int
     path_groups: List[int]
     fused: bool
     in_identity: bool
@@ -407,7 +474,7 @@ class SphereConv(BackendModule):
         mode = str(options.get("conv_weights", "l2"))
         if mode not in CONV_WEIGHTS:
             raise ValueError(f"conv_weights must be one of {CONV_WEIGHTS}, got {mode!r}")
-        paths = mace_conv_paths(be, self.irreps_in1, self.irreps_in2, self.irreps_out) if mode == "path" else []
+        paths = mace_conv_paths(be, self.irreps_in1, self.irreps_in2, self.irreps_out) if mode in PER_PATH_OUTPUTS else []
         if paths:
             d_out = tuple(sorted({l3 for _, _, l3 in paths}))
         else:
@@ -420,12 +487,13 @@ class SphereConv(BackendModule):
         self.degrees_in, self.degrees_edge, self.degrees_out = d_in, d_edge, d_out
         self.k_in = _dim(d_in)
         self.n_paths = len(paths)
-        self.out_width = c * max(1, self.n_paths) * _dim(d_out)
         self.channels = c
         self.n_in = len(d_in)
         self.n_edge = len(d_edge)
         self.per_l1 = mode == "l1l2"
         self.per_path = mode == "path"
+        self.node_path = mode == "node_path"
+        self.keep_degrees = mode in PER_PATH_OUTPUTS
         self.fused = bool(options.get("fused", True))
         kernel = str(options.get("kernel", "auto"))
         if kernel not in CONV_KERNELS:
@@ -439,8 +507,11 @@ class SphereConv(BackendModule):
         self.use_triton = kernel == "triton"
         self.auto_triton = _auto_takes_triton(kernel)
         self.script_portable = True
+        self.n_pairs = len({(l1, l2) for l1, l2, _ in paths}) if self.node_path else 0
         if self.per_path:
             self.weight_numel = c * self.n_paths
+        elif self.node_path:
+            self.weight_numel = c * self.n_pairs
         else:
             self.weight_numel = c * self.n_edge * (self.n_in if self.per_l1 else 1)
 
@@ -448,7 +519,16 @@ class SphereConv(BackendModule):
         self.engine = engine_factory(self.spec)
         dtype = torch.get_default_dtype()
         self._register_path_tables(paths, d_in, d_edge)
-        if self.per_path:
+        slot_of_path = self._register_slot_tables(paths, d_in, d_edge)
+        self.out_width = c * max(1, self.n_slots if self.node_path else self.n_paths) * _dim(d_out)
+        if self.node_path:
+            scales = path_scales(paths)
+            per_component = torch.zeros(self.n_slots, _dim(d_out), dtype=torch.float64)  # [n_slots, K_out]
+            offs = _offsets(d_out)
+            for p, (_, _, l3) in enumerate(paths):  # each (slot, l3) holds at most one path
+                per_component[slot_of_path[p], offs[l3] : offs[l3] + 2 * l3 + 1] = float(scales[p])
+            idx_out = _paths_to_mul_ir(paths, slot_of_path, c, d_out, self.n_slots)
+        elif self.per_path:
             order = self.path_order.tolist()
             scales = torch.from_numpy(path_scales(paths))[order]
             per_component = scales[:, None].expand(self.n_paths, _dim(d_out))  # [n_paths, K_out], the conv's path order
@@ -479,9 +559,29 @@ class SphereConv(BackendModule):
         self.register_buffer("path_l1", torch.tensor([list(d_in).index(paths[j][0]) for j in order], dtype=torch.long), persistent=False)
         self.path_groups = groups if paths else []
 
+    def _register_slot_tables(self, paths: Sequence[tuple[int, int, int]], d_in: Sequence[int], d_edge: Sequence[int]) -> list[int]:
+        """``conv_weights="node_path"`` (:func:`node_path_slots`): ``slot_l1 [n_slots]``
+        (position of each slot's ``l1`` among the input degrees) and ``slot_weights
+        [n_slots * n_edge]`` (for each slot and edge degree, the column of the pair in the
+        weights, or ``n_pairs``, a zero column, when the slot lacks that pair). Empty unless
+        ``node_path``, always present, not in the state dict (as the path tables). Returns
+        the slot of each path."""
+        if not self.node_path:
+            self.n_slots = 0
+            self.register_buffer("slot_l1", torch.zeros(0, dtype=torch.long), persistent=False)
+            self.register_buffer("slot_weights", torch.zeros(0, dtype=torch.long), persistent=False)
+            return []
+        pairs, slots, slot_of_path = node_path_slots(paths, d_in, d_edge)
+        self.n_slots = len(slots)
+        l1_of = [list(d_in).index(slot[0][0]) for slot in slots]
+        columns = [pairs.index((slot[0][0], l2)) if (slot[0][0], l2) in slot else len(pairs) for slot in slots for l2 in d_edge]
+        self.register_buffer("slot_l1", torch.tensor(l1_of, dtype=torch.long), persistent=False)
+        self.register_buffer("slot_weights", torch.tensor(columns, dtype=torch.long), persistent=False)
+        return slot_of_path
+
     def __setstate__(self, state: dict) -> None:
         # models saved before the ``kernel`` option: the default kernel, portable TorchScript;
-        # before ``path``: no path tables
+        # before ``path``: no path tables; before ``node_path``: no slot tables
         super().__setstate__(state)
         self.__dict__.setdefault("kernel", "auto")
         self.__dict__.setdefault("use_reference", False)
@@ -491,6 +591,13 @@ class SphereConv(BackendModule):
         self.__dict__.setdefault("script_portable", True)
         self.__dict__.setdefault("per_path", False)
         self.__dict__.setdefault("n_paths", 0)
+        self.__dict__.setdefault("node_path", False)
+        self.__dict__.setdefault("keep_degrees", self.per_path)
+        self.__dict__.setdefault("n_pairs", 0)
+        if "slot_l1" not in self._buffers:
+            self._register_slot_tables([], self.degrees_in, self.degrees_edge)
+            self.slot_l1 = self.slot_l1.to(self.out_norm.device)
+            self.slot_weights = self.slot_weights.to(self.out_norm.device)
         if "path_l1" not in self._buffers:
             self._register_path_tables([], self.degrees_in, self.degrees_edge)
             self.path_order = self.path_order.to(self.out_norm.device)
@@ -498,7 +605,9 @@ class SphereConv(BackendModule):
         _set_widths(self)
 
     def conv_weights(self) -> str:
-        """The ``conv_weights`` mode: ``"l2"``, ``"l1l2"`` or ``"path"``."""
+        """The ``conv_weights`` mode: ``"l2"``, ``"l1l2"``, ``"path"`` or ``"node_path"``."""
+        if self.node_path:
+            return "node_path"
         return "path" if self.per_path else ("l1l2" if self.per_l1 else "l2")
 
     def kernel_in_use(self) -> str:
@@ -512,6 +621,8 @@ class SphereConv(BackendModule):
     def extra_repr(self) -> str:
         script = "reference" if (self.use_reference or self.script_portable) else self.kernel_in_use()
         paths = f" ({self.n_paths} paths)" if self.per_path else ""
+        if self.node_path:
+            paths = f" ({self.n_paths} paths, {self.n_pairs} degree pairs in {self.n_slots} receiver slots)"
         return (
             f"{self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out}, conv_weights={self.conv_weights()}{paths}, fused={self.fused}, "
             f"kernel={self.kernel} (runs {self.kernel_in_use()}; TorchScript: {script}), points={self.engine.num_points}"
@@ -522,10 +633,10 @@ class SphereConv(BackendModule):
         # only: the portable one (plain aten ops) unless use_primitives_in_torchscript was called.
         # ``path`` keeps the degree axis (one product per path) up to the projection.
         if self.use_reference or (torch.jit.is_scripting() and self.script_portable):
-            return reference_conv(f, w, s, edge_index, self.per_path)
+            return reference_conv(f, w, s, edge_index, self.keep_degrees)
         if self.use_triton or (self.auto_triton and f.is_cuda):
-            return triton_conv(f, w, s, edge_index, self.per_path)
-        return primitive_conv(f, w, s, edge_index, self.per_path)
+            return triton_conv(f, w, s, edge_index, self.keep_degrees)
+        return primitive_conv(f, w, s, edge_index, self.keep_degrees)
 
     def _path_conv(self, feats: torch.Tensor, weight: torch.Tensor, edge_fn: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
         """``conv_weights="path"`` on the points: one product per (channel, path), kept per
@@ -545,6 +656,16 @@ class SphereConv(BackendModule):
                 start = stop
         return torch.cat(parts, dim=2)
 
+    def _node_path_conv(self, feats: torch.Tensor, weight: torch.Tensor, edge_fn: torch.Tensor, edge_index: Optional[torch.Tensor]) -> torch.Tensor:
+        """``conv_weights="node_path"`` on the points: per edge, each slot's pairs weighted by
+        their ``l1l2`` weights (one product per slot and channel), kept per slot to the
+        receivers, where each slot is projected onto every ``l3`` (one path each)."""
+        c, e = self.channels, edge_fn.shape[0]
+        f = self.engine.to_points_split(feats).index_select(2, self.slot_l1)  # [n, C, n_slots, P]
+        w = torch.cat([weight.reshape(e, c, self.n_pairs), weight.new_zeros((e, c, 1))], dim=2)
+        w = w.index_select(2, self.slot_weights).reshape(e, c, self.n_slots, self.n_edge)  # [E, C, n_slots, n_edge]
+        return self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, n_slots, P]
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, edge_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         n = x1.shape[0]
         c = self.channels
@@ -557,6 +678,8 @@ class SphereConv(BackendModule):
         e = edge_fn.shape[0]
         if self.per_path:
             z = self._path_conv(feats, weight, edge_fn, edge_index)  # [rows, C, n_paths, P]
+        elif self.node_path:
+            z = self._node_path_conv(feats, weight, edge_fn, edge_index)  # [rows, C, n_slots, P]
         else:
             if self.per_l1:
                 f = self.engine.to_points_split(feats)  # F [n, C, n_in, P]
@@ -565,7 +688,7 @@ class SphereConv(BackendModule):
                 f = self.engine.to_points(feats).unsqueeze(2)  # F [n, C, 1, P]
                 w = weight.reshape(e, c, 1, self.n_edge)
             z = self._points_conv(f, w, edge_fn, edge_index)  # [rows, C, P]
-        out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out] ([rows, C, n_paths, K_out] for path)
+        out = self.engine.from_points(z) * self.out_norm  # [rows, C, K_out] ([rows, C, n_paths or n_slots, K_out] for path, node_path)
         out = out.reshape(out.shape[0], self.out_width)
         if not self.out_identity:
             out = out.index_select(1, self.idx_out)
@@ -635,11 +758,23 @@ def power_projection_rms(degrees_in: Sequence[int], correlation: int, degrees_ou
     return out
 
 
-def factor_count(correlation: int) -> int:
-    """Number of reweighted factors of ``product_basis="factors"``: ``nu`` for each power
-    ``nu = 2 .. correlation`` (the first power needs none: its projection weights already
-    weigh every degree)."""
-    return sum(range(2, correlation + 1))
+def factor_count(correlation: int, rank: int = 1) -> int:
+    """Number of reweighted factors of ``product_basis="factors"`` (``rank`` 1) and ``"cp"``:
+    ``rank * nu`` for each order ``nu = 2 .. correlation`` (the first order needs none: its
+    projection weights already weigh every degree)."""
+    return rank * sum(range(2, correlation + 1))
+
+
+def product_terms(correlation: int, rank: int = 1) -> int:
+    """Number of projected products of the product site: one for ``nu = 1``, ``rank`` for
+    each ``nu = 2 .. correlation`` (``power`` and ``factors``: ``correlation``)."""
+    return 1 + rank * (correlation - 1)
+
+
+#: Spread of the initial ``cp`` factor weights: ``r = (1 + s z) / sqrt(1 + s**2)``, ``z ~ N(0, 1)``
+#: (mean square 1, so each factor keeps the variance of ``f``; distinct, so the factors of a
+#: term do not stay equal under training, as exactly equal ones would by symmetry).
+CP_INIT_SPREAD = 0.5
 
 
 @compile_mode("script")
@@ -651,6 +786,16 @@ class SphereProduct(BackendModule):
     ``"power"`` (default; Luo et al.)
         ``B_nu,L = Proj_L(f**nu)`` of one function per channel, ``f = sum_l A_l``, weighed
         by ``w[element, channel, nu, L]``.
+    ``"cp"`` (``product_rank`` R)
+        a CP-rank-R symmetric contraction (DESIGN.md 9.2): for ``nu >= 2``, ``B_nu,L =
+        sum_r w[element, channel, nu, r, L] Proj_L(g_nu,r,1 ... g_nu,r,nu)``, each factor
+        its own per-element, per-channel, per-degree reweighting of ``A`` as in
+        ``factors`` (:func:`factor_count` ``(correlation, R)`` factors, :func:`product_terms`
+        projected products). For ``nu = 2`` the coupling of degrees ``(l1, l2)`` into ``L``
+        is ``sum_r w_r,L (a_r,l1 b_r,l2 + a_r,l2 b_r,l1)``, rank up to ``2 R`` per output
+        degree. ``R = 1`` is ``factors``' function class. The factor weights start at
+        ``(1 + 0.5 z) / sqrt(1.25)`` (``z ~ N(0, 1)``, :data:`CP_INIT_SPREAD`): distinct, mean
+        square 1; the projection weights start ``N(0, 1) / sqrt(n_terms)``.
     ``"factors"``
         ``B_nu,L = Proj_L(g_nu,1 ... g_nu,nu)`` for ``nu >= 2``, each factor its own
         reweighting of ``A``, ``g_nu,k = sum_l r[element, nu, k, channel, l] A_l``
@@ -660,7 +805,10 @@ class SphereProduct(BackendModule):
         single power cannot weigh, at the same pointwise-product cost class (one
         evaluation on the points per factor instead of one in all). Each ``r`` is a
         per-degree scalar, so the basis stays O(3)-exact. All ``r`` start at 1: a fresh
-        ``factors`` product computes what ``power`` computes.
+        ``factors`` product computes what ``power`` computes. (Equal factors of a term get
+        equal gradients, so training keeps them equal: ``factors`` then learns
+        ``Proj_L(g_nu**nu)`` of one reweighted ``g_nu`` per order; ``cp`` starts them
+        apart.)
 
     Parameters
     ----------
@@ -691,6 +839,8 @@ class SphereProduct(BackendModule):
     n_factors: int
     n_in: int
     k_in: int
+    rank: int
+    n_terms: int
 
     def __init__(
         self,
@@ -737,25 +887,32 @@ class SphereProduct(BackendModule):
         # A power whose projection vanishes identically (e.g. f**1 onto a degree f lacks) gets 0.
         inv = np.where(rms > 0, 1.0 / np.where(rms > 0, rms, 1.0), 0.0)
         per_component = torch.from_numpy(inv)[:, _degree_index(d_out)]  # [nu, K_out]
-        self.register_buffer("power_norm", per_component.to(dtype))
         self.register_buffer("degree_index", _degree_index(d_out))
         idx_out = _channels_to_mul_ir(self.irreps_out, d_out)
         self.out_identity = _is_identity(idx_out)
         self.register_buffer("idx_out", idx_out)
-        self.weights = torch.nn.Parameter(
-            torch.randn(self.num_elements, c, self.correlation, self.n_out, dtype=dtype) / math.sqrt(self.correlation)
-        )
         basis = str(options.get("product_basis", "power"))
         if basis not in PRODUCT_BASES:
             raise BackendOptionError(f"product_basis must be one of {PRODUCT_BASES}, got {basis!r}")
+        rank = int(options.get("product_rank", 1)) if basis == "cp" else 1
+        if rank < 1:
+            raise BackendOptionError(f"product_rank must be >= 1, got {rank}")
         self.product_basis = basis
+        self.rank = rank
+        self.n_terms = product_terms(self.correlation, rank)
+        # projected products: nu = 1, then ``rank`` per nu >= 2 (their nu: rows of power_norm)
+        term_nu = [0] + [nu - 1 for nu in range(2, self.correlation + 1) for _ in range(rank)]
+        self.register_buffer("power_norm", per_component[term_nu].to(dtype))
+        self.weights = torch.nn.Parameter(torch.randn(self.num_elements, c, self.n_terms, self.n_out, dtype=dtype) / math.sqrt(self.n_terms))
         self.n_in = len(d_in)
         self.k_in = _dim(d_in)
-        self.n_factors = factor_count(self.correlation) if basis == "factors" else 0
+        self.n_factors = factor_count(self.correlation, rank) if basis in ("factors", "cp") else 0
         self.register_buffer("in_degree_index", _degree_index(d_in))
         # None for the power basis: its state dict stays that of models made before the option
-        factor_weights = torch.nn.Parameter(torch.ones(self.num_elements, self.n_factors, c, self.n_in, dtype=dtype))
-        self.register_parameter("factor_weights", factor_weights if self.n_factors else None)
+        init = torch.ones(self.num_elements, self.n_factors, c, self.n_in, dtype=dtype)
+        if basis == "cp":
+            init = (1 + CP_INIT_SPREAD * torch.randn_like(init)) / math.sqrt(1 + CP_INIT_SPREAD**2)
+        self.register_parameter("factor_weights", torch.nn.Parameter(init) if self.n_factors else None)
 
     def __setstate__(self, state: dict) -> None:
         # models saved before ``product_basis``: the power basis (no factor weights)
@@ -767,12 +924,16 @@ class SphereProduct(BackendModule):
             self.k_in = _dim(self.degrees_in)
             self.register_buffer("in_degree_index", _degree_index(self.degrees_in).to(self.weights.device))
             self.register_parameter("factor_weights", None)
+        if "rank" not in self.__dict__:  # before ``cp``: one term per nu
+            self.rank = 1
+            self.n_terms = self.correlation
         _set_widths(self)
 
     def extra_repr(self) -> str:
         return (
             f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, product_basis={self.product_basis}, "
-            f"points={self.engine.num_points}"
+            + (f"product_rank={self.rank}, " if self.product_basis == "cp" else "")
+            + f"points={self.engine.num_points}"
         )
 
     def _factor_points(self, node_feats: torch.Tensor, node_attrs: torch.Tensor, factor_weights: torch.Tensor) -> torch.Tensor:
@@ -794,18 +955,19 @@ class SphereProduct(BackendModule):
             for _ in range(self.correlation - 1):
                 g = g * f
                 powers.append(g)
-        else:  # factors basis: g_2,1 g_2,2, g_3,1 g_3,2 g_3,3, ...
-            factors = self._factor_points(node_feats, node_attrs, factor_weights)
+        else:  # factors / cp: per nu, ``rank`` products g_nu,r,1 ... g_nu,r,nu (factor order: nu, r, k)
+            factors = self._factor_points(node_feats, node_attrs, factor_weights)  # [N, n_factors, C, P]
             first = 0
             for nu in range(2, self.correlation + 1):
-                g = factors[:, first]
+                block = factors[:, first : first + self.rank * nu].reshape(n, self.rank, nu, c, factors.shape[-1])
+                g = block[:, :, 0]
                 for k in range(1, nu):
-                    g = g * factors[:, first + k]
-                powers.append(g)
-                first += nu
-        proj = self.engine.from_points(torch.stack(powers, dim=2))  # [N, C, nu, K_out]
-        w = (node_attrs @ self.weights.reshape(self.num_elements, -1)).reshape(n, c, self.correlation, self.n_out)
-        w = w.index_select(3, self.degree_index) * self.power_norm  # [N, C, nu, K_out]
+                    g = g * block[:, :, k]  # [N, R, C, P]
+                powers.extend(g.unbind(1))
+                first += self.rank * nu
+        proj = self.engine.from_points(torch.stack(powers, dim=2))  # [N, C, n_terms, K_out]
+        w = (node_attrs @ self.weights.reshape(self.num_elements, -1)).reshape(n, c, self.n_terms, self.n_out)
+        w = w.index_select(3, self.degree_index) * self.power_norm  # [N, C, n_terms, K_out]
         out = (proj * w).sum(2).reshape(n, self.out_width)
         if not self.out_identity:
             out = out.index_select(1, self.idx_out)

@@ -136,7 +136,7 @@ SEAMS: tuple[Seam, ...] = (
         substitute=True,
     ),
     Seam("mace.tools.scripts_utils.extract_config_mace_model", ("model",)),
-    # conv_weights=path builds MACE's own conv layout (backends/_sphere_sites.py, mace/_switch.py)
+    # conv_weights=path and node_path build MACE's own conv layout (backends/_sphere_sites.py, mace/_switch.py)
     Seam("mace.modules.irreps_tools.tp_out_irreps_with_instructions", ("irreps1", "irreps2", "target_irreps")),
     Seam(f"{_CKPT}.CheckpointBuilder.create_checkpoint", ("state",)),
     Seam(f"{_CKPT}.CheckpointBuilder.load_checkpoint", ("state", "checkpoint", "strict")),
