@@ -21,7 +21,7 @@ per warp in units of 256, shared memory with 1 KB reserved per block).
 
 Presets: ``gpu`` is ``bench_model.py --preset gpu`` (its hidden L and channel cases, read
 from that script, ``max_ell`` 3, the default ``conv_weights="l2"``); ``supported`` adds
-``l1l2`` and ``path`` and ``max_ell`` 1-3 at 128 channels (hundreds of compiles).
+``l1l2``, ``path`` and ``node_path`` and ``max_ell`` 1-3 at 128 channels (hundreds of compiles).
 
 Usage::
 
@@ -76,8 +76,10 @@ def gpu_preset_models() -> list[dict[str, Any]]:
 
 def supported_models(channels: Sequence[int] = (128,)) -> list[dict[str, Any]]:
     """Hidden L 0-3, max_ell 1-3, every ``conv_weights``, both engines."""
+    from mace_gaunt_plugin.backends._sphere_sites import CONV_WEIGHTS
+
     return [dict(backend=b, mode=m, L=L, max_ell=e, channels=c)
-            for b in BACKENDS for m in ("l2", "l1l2", "path") for L in range(4) for e in (1, 2, 3) for c in channels]  # fmt: skip
+            for b in BACKENDS for m in CONV_WEIGHTS for L in range(4) for e in (1, 2, 3) for c in channels]  # fmt: skip
 
 
 PRESETS = {"gpu": gpu_preset_models, "supported": supported_models}
