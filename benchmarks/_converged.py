@@ -12,7 +12,8 @@ counter comes from the checkpoint's file name. It does *not* restore the EMA sha
 EMA starts from the restored, already averaged, weights) nor the stage-two averaged model
 (unused for the saved model anyway), and it re-runs the checkpoint's own epoch index, so an
 epoch index appears twice in a resumed log: epochs are counted here as the validation
-records in log order, not by their index.
+records in log order, not by their index. MACE does not step the scheduler on the first
+epoch of a (re)start, so ReduceLROnPlateau misses one validation loss per chunk.
 
 Why committed checkpoints: sessions start on fresh machines with only the git repository.
 After each chunk the latest checkpoint and the log are copied to
@@ -134,18 +135,40 @@ def enter_stage_two(ckpt_dir: Path, swa_lr: float) -> None:
     Why: MACE 0.3.16 builds its stage-two scheduler (torch's SWALR, which adds ``swa_lr`` to
     the optimizer's groups) *before* ``--restart_latest`` loads the optimizer state, so a
     restart into stage two from a stage-one checkpoint fails at the next epoch with
-    ``KeyError: 'swa_lr'``. Resuming from this copy instead gives the groups the key. The
-    stage-one checkpoint stays: MACE's final stage-one model is read from it."""
-    from mace_gaunt_plugin.mace._checkpoint import CHECKPOINT_KEY, GUARD_KEY, guarded, read_checkpoint
+    ``KeyError: 'swa_lr'``. Resuming from this copy instead gives the groups the key.
+
+    The stage-one checkpoint stays, because MACE writes the final stage-one model from it,
+    but without the optimizer's moments (``state``: a quarter of the file each), which
+    nothing reads again: the committed copy of a run in stage two stays near one checkpoint's
+    size."""
+    two = latest_checkpoints(ckpt_dir)
+    one = two["one"]
+    if "two" not in two:  # (a rerun after an interruption keeps the copy it made)
+        ckpt = _read(one)
+        for group in ckpt["optimizer"]["param_groups"]:
+            group["swa_lr"] = swa_lr
+        _write(ckpt, one.with_name(one.stem + "_swa.pt"))
+    ckpt = _read(one)
+    ckpt["optimizer"]["state"] = {}
+    _write(ckpt, one)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    from mace_gaunt_plugin.mace import read_checkpoint  # plugin checkpoints are guarded against stock MACE
+
+    return read_checkpoint(str(path))
+
+
+def _write(ckpt: dict[str, Any], path: Path) -> None:
+    """Save ``ckpt`` (as read by :func:`_read`) with the plugin's guard and backend record back in place."""
     import torch
 
-    one = latest_checkpoints(ckpt_dir)["one"]
-    ckpt = read_checkpoint(str(one))
-    for group in ckpt["optimizer"]["param_groups"]:
-        group["swa_lr"] = swa_lr
+    from mace_gaunt_plugin.mace._checkpoint import CHECKPOINT_KEY, GUARD_KEY, guarded
+
     body = {k: v for k, v in ckpt.items() if k not in (GUARD_KEY, CHECKPOINT_KEY)}
-    out = guarded(body, ckpt[CHECKPOINT_KEY]) if CHECKPOINT_KEY in ckpt else body
-    torch.save(out, one.with_name(one.stem + "_swa.pt"))
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(guarded(body, ckpt[CHECKPOINT_KEY]) if CHECKPOINT_KEY in ckpt else body, tmp)
+    tmp.replace(path)
 
 
 def save_state(run_dir: Path, store: Path, state: dict[str, Any], models: Sequence[Path] = ()) -> None:
@@ -249,9 +272,7 @@ def run_until_converged(
 def _checkpoint_reductions(path: Optional[Path]) -> int:
     if path is None:
         return 0
-    from mace_gaunt_plugin.mace import read_checkpoint  # plugin-written checkpoints are guarded against stock MACE
-
-    ckpt = read_checkpoint(str(path))
+    ckpt = _read(path)
     return lr_reductions(float(ckpt["optimizer"]["param_groups"][0]["lr"]))
 
 

@@ -567,7 +567,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="instead of the study: a timing run of N epochs per variant (seconds per epoch, first epoch excluded)")
     c.add_argument("--commit", action="store_true",
                    help="git-commit --out after each finished run, and the checkpoints every --commit-every chunks")
-    c.add_argument("--commit-every", type=int, default=3, help="chunks between commits of unfinished runs' checkpoints")
+    c.add_argument("--commit-every", type=int, default=6,
+                   help="chunks between commits of the unfinished run's checkpoint (8 MB at 16 channels, L=1; 0: never)")
     return p.parse_args(argv)
 
 
@@ -763,7 +764,7 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
 
             def on_chunk(run: str) -> None:
                 chunks[0] += 1
-                if args.commit and chunks[0] % max(1, args.commit_every) == 0:
+                if args.commit and args.commit_every > 0 and chunks[0] % args.commit_every == 0:
                     _converged.write_outputs(out, with_plot=False)
                     _git_commit([out], f"converged study: {run} checkpoint ({_converged.load_dir(out)['pending'][run]['epochs']} epochs)")
 
