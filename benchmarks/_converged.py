@@ -354,7 +354,8 @@ def render_markdown(data: dict[str, Any]) -> str:
 
 
 def plot_curves(data: dict[str, Any], path: Path) -> None:
-    """Validation force RMSE against epoch, one line per run (finished: solid, in progress: dotted)."""
+    """Validation force RMSE against epoch, one line per run (finished: solid, in progress:
+    dotted), with the end of stage one marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -362,13 +363,17 @@ def plot_curves(data: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for k, (name, r) in enumerate(data["runs"].items()):
-        ax.plot(range(1, len(r["curve"]["valid_rmse_f"]) + 1), r["curve"]["valid_rmse_f"], color=f"C{k % 10}", label=name, lw=1)
+        f = r["curve"]["valid_rmse_f"]
+        ax.plot(range(1, len(f) + 1), f, color=f"C{k % 10}", label=name, lw=1)
+        n1 = int(r["stage_one_epochs"])
+        if 0 < n1 <= len(f):
+            ax.plot([n1], [f[n1 - 1]], "o" if r["converged"] else "x", color=f"C{k % 10}")
     for name, s in data["pending"].items():
         ax.plot(range(1, len(s.get("curve", [])) + 1), s.get("curve", []), ":", label=f"{name} (running)", lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation force RMSE (meV/A, EMA model)")
-    ax.set_title("3BPA learning curves")
+    ax.set_title("3BPA learning curves (o: stage one converged, x: stage one hit the cap; stage two after)")
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
