@@ -239,9 +239,7 @@ def run_until_converged(
         curve = log()["valid_rmse_f"]
         last = latest_index(ckpts)
         if state["stage"] == 1:
-            n_red = _checkpoint_reductions(latest_checkpoints(ckpts).get("one"))
-            check = convergence(curve, n_red)
-            state.update(epochs=len(curve), lr_reductions=n_red, check=check)
+            check = _stage_one_status(state, ckpts, curve)
             if check["converged"] or len(curve) >= max_epochs:
                 state.update(stage=2, stage_one_epochs=len(curve), converged=check["converged"],
                              stage_two_epochs=math.ceil(len(curve) / 3), start_swa=last, curve=curve)  # fmt: skip
@@ -257,8 +255,11 @@ def run_until_converged(
             cmd = command(last + min(chunk, remaining), state["start_swa"], True)
         train(cmd)
         prune(ckpts)
-        state.update(epochs=len(log()["valid_rmse_f"]), curve=log()["valid_rmse_f"])
-        if state["stage"] == 2:
+        curve = log()["valid_rmse_f"]
+        state.update(epochs=len(curve), curve=curve)
+        if state["stage"] == 1:
+            _stage_one_status(state, ckpts, curve)  # what the stored state and the table show
+        else:
             state["trained"] = state["epochs"] >= state["stage_one_epochs"] + state["stage_two_epochs"]
         save_state(run_dir, store, state, models=[run_dir / f"{name}.model", run_dir / f"{name}_stagetwo.model"])
         on_chunk(name)
@@ -267,6 +268,15 @@ def run_until_converged(
     errors, n_params = evaluate(run_dir / f"{name}_stagetwo.model")
     state.pop("curve", None)
     return {**state, "params": n_params, "curve": log(), "stage_one_test": stage_one, **errors}
+
+
+def _stage_one_status(state: dict[str, Any], ckpts: Path, curve: list[float]) -> dict[str, Any]:
+    """Update ``state`` with the epochs, learning-rate reductions and :func:`convergence`
+    verdict of a stage-one run; the verdict."""
+    n_red = _checkpoint_reductions(latest_checkpoints(ckpts).get("one"))
+    check = convergence(curve, n_red)
+    state.update(epochs=len(curve), lr_reductions=n_red, check=check)
+    return check
 
 
 def _checkpoint_reductions(path: Optional[Path]) -> int:
