@@ -41,7 +41,7 @@ Usage::
         # the issue-13 study (32 channels, max_ell 3; many CPU hours: see benchmarks/README.md)
     python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_cpu.json
     python benchmarks/bench_accuracy.py --until-converged --preset study --channels 16 --max-L 1 \
-        --backends e3nn --seeds 1,2,3 --max-epochs 300 --commit
+        --backends e3nn --seeds 1,2,3 --max-epochs 200 --commit
         # the converged study (issue 22; resumable, one JSON per finished run: benchmarks/_converged.py)
     python benchmarks/bench_accuracy.py --until-converged --timing-epochs 4 --preset study --channels 16 --max-L 1 --backends e3nn
         # its quiet timing run of a variant (seconds per epoch for "training time to convergence")
@@ -561,7 +561,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     c.add_argument("--until-converged", action="store_true",
                    help="train each run (variant, --max-L, seed) in chunks until the convergence rule holds or "
                    "--max-epochs, then stage two; resumable; results in --out (default results/accuracy_converged_cpu)")
-    c.add_argument("--max-epochs", type=int, default=300, help="stage-one epoch cap")
+    c.add_argument("--max-epochs", type=int, default=200, help="stage-one epoch cap")
     c.add_argument("--chunk-epochs", type=int, default=10, help="epochs per mace_run_train call (the rule is checked between)")
     c.add_argument("--timing-epochs", type=int, default=None, metavar="N",
                    help="instead of the study: a timing run of N epochs per variant (seconds per epoch, first epoch excluded)")
