@@ -40,6 +40,12 @@ Usage::
         --backends e3nn,grid,grid:product_basis=factors,sparse:sparsity=0.5 --equal-params grid
         # the issue-13 study (32 channels, max_ell 3; many CPU hours: see benchmarks/README.md)
     python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_cpu.json
+    python benchmarks/bench_accuracy.py --until-converged --preset study --channels 16 --max-L 1 \
+        --backends e3nn --seeds 1,2,3 --max-epochs 200 --commit
+        # the converged study (issue 22; resumable, one JSON per finished run: benchmarks/_converged.py)
+    python benchmarks/bench_accuracy.py --until-converged --timing-epochs 4 --preset study --channels 16 --max-L 1 --backends e3nn
+        # its quiet timing run of a variant (seconds per epoch for "training time to convergence")
+    python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_converged_cpu
 """
 
 from __future__ import annotations
@@ -140,7 +146,8 @@ def prepare_data(data: Path, work: Path, n_train: Optional[int], seed: int) -> d
 # --------------------------------------------------------------------------- training
 
 
-def train_command(backend: str, options: dict[str, str], epochs: int, cfg: dict[str, Any], run_dir: Path, train_file: Path, e0s: dict[int, float]) -> list[str]:
+def train_command(backend: str, options: dict[str, str], epochs: int, cfg: dict[str, Any], run_dir: Path, train_file: Path, e0s: dict[int, float],
+                  restart: bool = False, start_swa: Optional[int] = None) -> list[str]:
     """The ``python -m mace_gaunt_plugin.train`` command line of one run (named after ``run_dir``).
 
     ``--save_all_checkpoints`` makes the saved model the last epoch's for every backend
@@ -158,6 +165,14 @@ def train_command(backend: str, options: dict[str, str], epochs: int, cfg: dict[
            "--save_all_checkpoints", "--tp-backend", backend]  # fmt: skip
     for key, value in sorted(options.items()):
         cmd += ["--tp-option", f"{key}={value}"]
+    if restart:
+        cmd.append("--restart_latest")
+    if start_swa is not None:
+        from _converged import RECIPE
+
+        two = RECIPE["stage_two"]
+        cmd += ["--swa", "--start_swa", str(start_swa), "--swa_lr", str(two["lr"]),
+                "--swa_energy_weight", str(two["energy_weight"]), "--swa_forces_weight", str(two["forces_weight"])]  # fmt: skip
     return cmd
 
 
@@ -540,7 +555,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=Path(os.environ.get("MACE_GAUNT_3BPA", DEFAULT_DATA)))
     p.add_argument("--work-dir", type=Path, default=RESULTS / "tmp" / "accuracy", help="scratch: splits, runs, logs")
     p.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/accuracy_<preset>)")
-    p.add_argument("--render-only", type=Path, default=None, metavar="JSON", help="regenerate .md/.png from a result JSON")
+    p.add_argument("--render-only", type=Path, default=None, metavar="JSON",
+                   help="regenerate .md/.png from a result JSON, or table.md/curves.png of a converged study's directory")
+    c = p.add_argument_group("converged study (benchmarks/_converged.py)")
+    c.add_argument("--until-converged", action="store_true",
+                   help="train each run (variant, --max-L, seed) in chunks until the convergence rule holds or "
+                   "--max-epochs, then stage two; resumable; results in --out (default results/accuracy_converged_cpu)")
+    c.add_argument("--max-epochs", type=int, default=200, help="stage-one epoch cap")
+    c.add_argument("--chunk-epochs", type=int, default=10, help="epochs per mace_run_train call (the rule is checked between)")
+    c.add_argument("--timing-epochs", type=int, default=None, metavar="N",
+                   help="instead of the study: a timing run of N epochs per variant (seconds per epoch, first epoch excluded)")
+    c.add_argument("--commit", action="store_true",
+                   help="git-commit --out after each finished run, and the checkpoints every --commit-every chunks")
+    c.add_argument("--commit-every", type=int, default=6,
+                   help="chunks between commits of the unfinished run's checkpoint (8 MB at 16 channels, L=1; 0: never)")
     return p.parse_args(argv)
 
 
@@ -570,6 +598,11 @@ def variants_of(args: argparse.Namespace, available: Sequence[str]) -> list[Vari
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    if args.render_only is not None and args.render_only.is_dir():
+        import _converged
+
+        _converged.write_outputs(args.render_only)
+        return
     if args.render_only is not None:
         write_outputs(json.loads(args.render_only.read_text()), args.render_only.with_suffix(""))
         return
@@ -585,6 +618,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             cfg[key] = getattr(args, arg)
     seeds = args.seeds or [args.seed]
     variants = variants_of(args, mgp.available_backends())
+    if args.until_converged:
+        converged_main(args, argv, cfg, seeds, variants)
+        return
     reference = variants[0]
     by_label = {v.label: v for v in variants}
     unknown = [name for name in args.equal_params if name not in by_label]
@@ -653,6 +689,108 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     }
     write_outputs(result, args.out or RESULTS / f"accuracy_{args.preset}")
     print(render_markdown(result))
+
+
+def _git_commit(paths: Sequence[Path], message: str) -> None:
+    """Commit ``paths`` (only them) in the repository; a failure (e.g. a held index lock) is
+    reported and the next commit picks the files up."""
+    rel = [str(p.resolve().relative_to(REPO)) for p in paths]
+    add = subprocess.run(["git", "add", "-A", "--", *rel], cwd=REPO, capture_output=True, text=True)
+    done = add.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", *rel], cwd=REPO, capture_output=True, text=True).returncode == 0
+    print(f"[accuracy] git commit {'done' if done else 'FAILED (left for the next commit)'}: {message}", flush=True)
+
+
+def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg: dict[str, Any], seeds: Sequence[int], variants: Sequence[Variant]) -> None:
+    """``--until-converged``: each (variant, seed) at ``cfg["max_L"]`` trained to convergence,
+    one run at a time (``benchmarks/_converged.py``); or, with ``--timing-epochs``, the quiet
+    timing runs."""
+    import _converged
+    from _common import machine_stamp
+
+    out = (args.out or RESULTS / "accuracy_converged_cpu").resolve()
+    work = (args.work_dir if args.work_dir != RESULTS / "tmp" / "accuracy" else RESULTS / "tmp" / "accuracy_converged").resolve()
+    split = prepare_data(args.data, work, cfg["n_train"], args.seed)
+    command = "python benchmarks/bench_accuracy.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    setting = (f"ScaleShiftMACE, {cfg['channels']} channels, max_ell {cfg['max_ell']}, correlation {cfg['correlation']}, 2 "
+               f"interactions, r_max {cfg['r_max']} A, float64, batch {cfg['batch_size']}, {args.threads} thread(s) per run; "
+               f"train {split['train']}; test {split['test']}: " + ", ".join(f"{split['n_test'][t]} at {t}" for t in TEMPERATURES))  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    study_file = out / "study.json"
+    study = json.loads(study_file.read_text()) if study_file.is_file() else {}
+    if args.timing_epochs is None:
+        study.update(setting=setting, chunk=args.chunk_epochs, max_epochs=args.max_epochs,
+                     command=" ; ".join(dict.fromkeys([*filter(None, study.get("command", "").split(" ; ")), command])))  # fmt: skip
+        study_file.write_text(json.dumps(study, indent=1, sort_keys=True) + "\n")
+
+    def evaluate_model(path: Path) -> tuple[dict[str, Any], int]:
+        if not path.is_file():
+            raise SystemExit(f"{path} missing: MACE did not write the model (see {work}/*.log)")
+        return evaluate(path, work, args.threads)
+
+    for variant in variants:
+        ch = variant.channels or cfg["channels"]
+        options = {**default_options(variant.backend, args.max_epochs), **dict(variant.options)}
+        if args.timing_epochs is not None:
+            key = _converged.timing_key(variant.label, cfg["max_L"])
+            name = f"timing_{key}"
+            shutil_rm(work / name)
+            run_cfg = dict(cfg, seed=seeds[0], channels=ch)
+            cmd = train_command(variant.backend, options, args.timing_epochs, run_cfg, work / name, work / "train.xyz", split["e0s"])
+            print(f"[accuracy] timing {variant.label} L={cfg['max_L']}: {args.timing_epochs} epochs ...", flush=True)
+            curve, wall = run_training(cmd, name, work, args.threads)
+            sec = curve["epoch_seconds"][1:] or curve["epoch_seconds"]
+            timing = {"label": variant.label, "max_L": cfg["max_L"], "channels": ch, "epochs": args.timing_epochs,
+                      "epoch_seconds": curve["epoch_seconds"], "s_per_epoch": statistics.median(sec),
+                      "note": "median over epochs (the first excluded) of the summed training-step times MACE logs",
+                      "command": command, "stamp": machine_stamp(["cpu"])}  # fmt: skip
+            (out / "timing").mkdir(exist_ok=True)
+            (out / "timing" / f"{key}.json").write_text(json.dumps(timing, indent=1, sort_keys=True) + "\n")
+            print(f"[accuracy] timing {key}: {timing['s_per_epoch']:.1f} s/epoch", flush=True)
+            continue
+        for seed in seeds:
+            name = f"{variant.slug}_L{cfg['max_L']}_seed{seed}"
+            run_cfg = dict(cfg, seed=seed, channels=ch)
+            run_dir = work / name
+            chunks = [0]
+
+            def build(max_num_epochs: int, start_swa: Optional[int], restart: bool) -> list[str]:
+                return train_command(variant.backend, options, max_num_epochs, run_cfg, run_dir, work / "train.xyz",
+                                     split["e0s"], restart=restart, start_swa=start_swa)  # fmt: skip
+
+            def train(cmd: list[str]) -> None:
+                print(f"[accuracy] {name}: " + " ".join(cmd[cmd.index("--max_num_epochs") : cmd.index("--max_num_epochs") + 2])
+                      + (" (restart)" if "--restart_latest" in cmd else "") + (" stage two" if "--swa" in cmd else ""), flush=True)  # fmt: skip
+                run_training(cmd, name, work, args.threads)
+
+            def on_chunk(run: str) -> None:
+                chunks[0] += 1
+                if args.commit and args.commit_every > 0 and chunks[0] % args.commit_every == 0:
+                    _converged.write_outputs(out, with_plot=False)
+                    _git_commit([out], f"converged study: {run} checkpoint ({_converged.load_dir(out)['pending'][run]['epochs']} epochs)")
+
+            row = _converged.run_until_converged(name, out, run_dir, build, train, evaluate_model, args.max_epochs,
+                                                 args.chunk_epochs, on_chunk)  # fmt: skip
+            if row is None:
+                print(f"[accuracy] {name}: already finished", flush=True)
+                continue
+            row.update(label=variant.label, backend=variant.backend, options=options, channels=ch, max_L=cfg["max_L"],
+                       seed=seed, config=run_cfg, split={k: v for k, v in split.items() if k != "e0s"},
+                       recipe=_converged.RECIPE, rule=_converged.RULE, chunk=args.chunk_epochs, max_epochs=args.max_epochs,
+                       command=command, stamp=machine_stamp(["cpu"]))  # fmt: skip
+            (out / "runs").mkdir(exist_ok=True)
+            (out / "runs" / f"{name}.json").write_text(json.dumps(row, indent=1, sort_keys=True) + "\n")
+            shutil_rm(out / "checkpoints" / name)
+            _converged.write_outputs(out)
+            print(f"[accuracy] {name}: finished, " + " ".join(f"F {t} {row['F'][t]:.1f}" for t in TEMPERATURES), flush=True)
+            if args.commit:
+                _git_commit([out], f"converged study: {name} finished")
+    _converged.write_outputs(out)
+
+
+def shutil_rm(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

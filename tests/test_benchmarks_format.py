@@ -116,3 +116,74 @@ def test_readme_summaries_match_json() -> None:
     spec.loader.exec_module(module)
     text = module.README.read_text()
     assert module.render(text) == text, "benchmarks/README.md summaries are stale: run python benchmarks/update_readme.py"
+
+
+def _converged_module():
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("_bench_converged", BENCH / "_converged.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_convergence_rule_needs_a_flat_window_and_two_lr_reductions() -> None:
+    conv = _converged_module()
+    falling = [100.0 * 0.97**k for k in range(30)]  # 3% better every epoch
+    flat = [100.0 * 0.97**k for k in range(25)] + [100.0 * 0.97**24 * (1 + 0.001 * (k % 2)) for k in range(15)]
+    assert not conv.convergence(falling, n_reductions=5)["converged"]
+    verdict = conv.convergence(flat, n_reductions=2)
+    assert verdict["converged"] and verdict["window"] == 8 and verdict["improvement_pct"] == pytest.approx(0.0)
+    assert not conv.convergence(flat, n_reductions=1)["converged"]  # the lr has not come down twice
+    assert not conv.convergence(flat[:10], n_reductions=3)["converged"]  # fewer than min_epochs
+    # the best value before the window is 100, the best overall 98.5: 1.5% < 2%
+    assert conv.convergence([100.0] * 16 + [99.0, 98.5, 99.0, 99.5], n_reductions=2)["improvement_pct"] == pytest.approx(1.5)
+    assert [conv.lr_reductions(0.01 * 0.8**k) for k in (0, 1, 2, 7)] == [0, 1, 2, 7]
+
+
+def test_resumed_mace_log_counts_repeated_epoch_indices_once_each(tmp_path: Path) -> None:
+    conv = _converged_module()
+    recs = [{"mode": "eval", "epoch": None, "rmse_f": 1.0}]
+    for epoch, f in ((0, 0.5), (1, 0.4), (1, 0.35), (2, 0.3)):  # a restart from epoch 1 re-runs index 1
+        recs += [{"mode": "opt", "epoch": epoch, "time": 2.0}, {"mode": "opt", "epoch": epoch, "time": 1.0},
+                 {"mode": "eval", "epoch": epoch, "rmse_f": f}]  # fmt: skip
+    (tmp_path / "log.txt").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    log = conv.read_log(tmp_path / "log.txt")
+    assert log == {"epoch_seconds": [3.0] * 4, "valid_rmse_f": [500.0, 400.0, 350.0, 300.0]}
+
+
+def _finished_run(conv, label: str, max_L: int, seed: int, f: float) -> dict:
+    errs = {"E": {t: 1.0 for t in conv.TEMPERATURES}, "F": {t: f for t in conv.TEMPERATURES}}
+    return {"label": label, "max_L": max_L, "seed": seed, "converged": seed != 3, "params": 1234, "stage_one_epochs": 60,
+            "stage_two_epochs": 20, "curve": {"valid_rmse_f": [3.0, 2.0, 1.0]}, **errs}  # fmt: skip
+
+
+def test_converged_table_renders_a_directory_of_partial_results(tmp_path: Path) -> None:
+    conv = _converged_module()
+    (tmp_path / "runs").mkdir()
+    for seed, f in ((1, 10.0), (2, 12.0)):
+        (tmp_path / "runs" / f"e3nn_L1_seed{seed}.json").write_text(json.dumps(_finished_run(conv, "e3nn", 1, seed, f)))
+    (tmp_path / "timing").mkdir()
+    (tmp_path / "timing" / "e3nn_L1.json").write_text(json.dumps({"s_per_epoch": 36.0}))
+    pending = tmp_path / "checkpoints" / "e3nn_L1_seed3"
+    pending.mkdir(parents=True)
+    (pending / "state.json").write_text(json.dumps({"stage": 1, "epochs": 40, "lr_reductions": 1, "curve": [2.0, 1.0],
+                                                    "check": {"improvement_pct": 4.25, "window": 8}}))  # fmt: skip
+    (tmp_path / "study.json").write_text(json.dumps({"command": "python benchmarks/bench_accuracy.py --until-converged", "chunk": 10, "max_epochs": 300}))
+    text = conv.render_markdown(conv.load_dir(tmp_path))
+    # 80 epochs x 36 s = 0.80 h; F mean 11.0, sample SD sqrt(2) = 1.4
+    assert "| e3nn | 1 | 1,2 | 2/2 | 1234 | 60 ± 0 (+20 ± 0) | 36.0 | 0.80 ± 0.00 | 1.0 ± 0.0 | 1.0 ± 0.0 | 1.0 ± 0.0 | 11.0 ± 1.4 |" in text
+    assert "- e3nn_L1_seed3: stage 1, 40 epochs, 1 lr reductions, best valid F improved 4.2% over the last 8 epochs" in text
+    assert "checked every 10 epochs), or the cap of 300 stage-one epochs" in text
+    conv.write_outputs(tmp_path, with_plot=False)
+    assert (tmp_path / "table.md").read_text() == text
+
+
+def test_committed_converged_table_matches_its_directory() -> None:
+    out = RESULTS / "accuracy_converged_cpu"
+    if not (out / "table.md").is_file():
+        pytest.skip("no converged study committed yet")
+    conv = _converged_module()
+    assert (out / "table.md").read_text() == conv.render_markdown(conv.load_dir(out)), (
+        "table.md does not match: python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_converged_cpu")
