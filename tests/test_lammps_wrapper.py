@@ -313,6 +313,7 @@ class FakeRank:
     lmp = object()
 
     def __init__(self, atoms, r_max: float, shell: float, lo: float, hi: float, rank: int) -> None:
+        from ase.data import atomic_masses
         from scipy.spatial import cKDTree
 
         lengths = np.diag(atoms.cell.array)
@@ -343,6 +344,10 @@ class FakeRank:
         self.npairs = len(pairs)
         self.iatoms = np.arange(self.nlocal, dtype=np.int32)
         self.elems = (atoms.numbers[self.tags - 1] - 1).astype(np.int32)
+        # one atom type per element, with its standard mass (for the wrapper's mass check)
+        elements, types = np.unique(self.elems, return_inverse=True)
+        self.types = (types + 1).astype(np.int32)
+        self.masses = np.concatenate([[0.0], atomic_masses[elements + 1]])
         self.f = np.zeros((self.ntotal, 3))
         self.fij = np.zeros((self.npairs, 3))
         self.box = (list(atoms.cell.array.min(axis=0) * 0), list(lengths), 0.0, 0.0, 0.0, [1, 1, 1], 0)
@@ -353,13 +358,15 @@ class FakeRank:
         class _Numpy:
             @staticmethod
             def extract_atom(name: str, nelem: int) -> np.ndarray:
-                return {"id": outer.tags, "x": outer.x}[name][:nelem]
+                return {"id": outer.tags, "x": outer.x, "type": outer.types, "mass": outer.masses}[name][:nelem]
 
         self.numpy = _Numpy()
 
     # the lammps instance
     def extract_setting(self, name: str) -> int:
-        return {"world_size": 2, "world_rank": self.rank, "nlocal": self.nlocal, "nall": self.ntotal, "triclinic": 0}[name]
+        settings = {"world_size": 2, "world_rank": self.rank, "nlocal": self.nlocal, "nall": self.ntotal, "triclinic": 0}
+        settings.update(ntypes=len(self.masses) - 1, rmass_flag=0)
+        return settings[name]
 
     def extract_box(self):
         return self.box
