@@ -32,7 +32,7 @@ def test_import_is_cheap() -> None:
     assert out.split() == ["False", "False"]
 
 
-def test_third_party_backend_found_and_builds_model(tmp_path: Path) -> None:
+def test_third_party_backend_found_and_builds_model(tmp_path: Path, data_3bpa: Path) -> None:
     make_toy_distribution(tmp_path, extra_entry_points="broken = toy_backend_missing:NOPE\n")
     script = textwrap.dedent(
         f"""
@@ -61,7 +61,7 @@ def test_third_party_backend_found_and_builds_model(tmp_path: Path) -> None:
         torch.manual_seed(0)
         stock = mgp.build_model("e3nn", **cfg)  # the toy conv is e3nn's CG product: same draws, same model
         assert mgp.backend_of(model) == "toy"
-        atoms = ase.io.read({str(Path(__file__).resolve().parents[2] / 'shared/data/3bpa/train_300K.xyz')!r}, ":1")
+        atoms = ase.io.read({str(data_3bpa / 'train_300K.xyz')!r}, ":1")
         batch = atoms_to_batch(atoms, cfg["atomic_numbers"], cfg["r_max"])
         e, f = model_energy_forces(model, batch)
         e0, f0 = model_energy_forces(stock, batch)
