@@ -203,6 +203,28 @@ def test_wrapper_timing(models, tmp_path) -> None:
     assert all(0.0 < model <= total for total, model in calls)
 
 
+def test_mliap_memory_is_linear_in_pairs(tmp_path) -> None:
+    """LAMMPS 4 Jul 2026 sized ML-IAP's copy of the neighbour list as atoms x *all* pairs of
+    the rank (1.15 GB for 4000 Cu atoms, a failed 74 GB allocation for 32,000); the build's
+    patch sizes it atoms x the most pairs of one atom. 2048 atoms with 18 neighbours each
+    (r_max 4): the quadratic array alone would be 2048 x 36,864 x 4 B = 302 MB per rank,
+    which LAMMPS' own count ("Per MPI rank memory allocation") would show."""
+    from lammps_interface import INPUT_DECK_LINES
+
+    _, model_file = exported_model(BACKENDS[0], "tiny")
+    deck = DECK.replace("block 0 2 0 2 0 2", "block 0 8 0 8 0 8")
+    assert deck != DECK
+    (tmp_path / "in.test").write_text(deck.format(attach=INPUT_DECK_LINES, model=model_file, element="Cu", steps=0))
+    res = subprocess.run([LMP, "-in", "in.test", "-log", "none", "-nocite"], cwd=tmp_path, env=harness.lmp_env(),
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "Created 2048 atoms" in res.stdout
+    line = next(line for line in res.stdout.splitlines() if line.startswith("Per MPI rank memory allocation"))
+    mbytes = float(line.split("=")[1].split("|")[-1].split()[0])
+    quadratic = 2048 * 2048 * 18 * 4 / 2**20
+    assert mbytes < quadratic / 4, f"{line} (atoms x all pairs would be {quadratic:.0f} MB)"
+
+
 def _assert_fails(res: subprocess.CompletedProcess, *needles: str) -> None:
     out = res.stdout + res.stderr
     assert res.returncode != 0, out[-3000:]

@@ -21,6 +21,29 @@ void PairMLIAP::coeff(int narg, char **arg)
 }
 """
 
+#: the lines of ML-IAP's MLIAPData (4 Jul 2026) that patch 2 anchors on, in their order
+DATA_H = """\
+  int nneigh_max;                // number of ij neighbors allocated
+  int npairs;                    // number of ij neighbor pairs
+  int **lmp_firstneigh;          // copy of list->firstneigh for external evaluators
+"""
+DATA_CPP = """\
+  nneigh_max = 0;
+  nmax = 0;
+  if (natomneigh_max < natomneigh) {
+    memory->grow(lmp_firstneigh, natomneigh, nneigh_max, "MLIAPData:lmp_firstneigh");
+  }
+  int nneigh = 0;
+  for (int ii = 0; ii < natomneigh; ii++) {
+    nneigh += ninside;
+  }
+
+  if (nneigh_max < nneigh) {
+    memory->grow(lmp_firstneigh, natomneigh, nneigh, "MLIAPData:lmp_firstneigh");
+  }
+  bytes += (double) nneigh_max * natomneigh_max * sizeof(int);    // lmp_firstneigh
+"""
+
 
 def _bash(script: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", f"set -euo pipefail\nsource {SCRIPTS}/lammps_releases.sh\n{script}"],
@@ -78,3 +101,41 @@ def test_patch_applies_once_and_refuses_unknown_sources(tmp_path: Path) -> None:
     (ml / "pair_mliap.cpp").write_text(COEFF.replace("char** elemtypes", "char **elemtypes"))
     res = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "0 times" in res.stderr
+
+
+def test_firstneigh_patch_sizes_rows_by_the_most_pairs_of_one_atom(tmp_path: Path) -> None:
+    ml = tmp_path / "src" / "ML-IAP"
+    ml.mkdir(parents=True)
+    (ml / "pair_mliap.cpp").write_text(COEFF)
+    (ml / "mliap_data.h").write_text(DATA_H)
+    (ml / "mliap_data.cpp").write_text(DATA_CPP)
+    run = ["bash", str(SCRIPTS / "patch_lammps_source.sh"), str(tmp_path)]
+    for _ in range(2):  # idempotent
+        res = subprocess.run(run, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+    cpp = (ml / "mliap_data.cpp").read_text()
+    assert "memory->grow(lmp_firstneigh" not in cpp  # neither (atoms x all pairs) growth is left
+    assert cpp.count('memory->create(lmp_firstneigh, firstneigh_rows, firstneigh_width, "MLIAPData:lmp_firstneigh");') == 1
+    lines = cpp.splitlines()
+    # the widest row is counted in the loop over atoms, before the array is sized
+    assert lines.index("    if (ninside > width) width = ninside;") == lines.index("    nneigh += ninside;") + 1
+    assert lines.index("  int nneigh = 0, width = 1;") < lines.index("  if (firstneigh_rows < natomneigh || firstneigh_width < width) {")
+    assert lines.index("  firstneigh_rows = firstneigh_width = 0;") == lines.index("  nmax = 0;") - 1
+    assert "bytes += (double) firstneigh_rows * firstneigh_width * sizeof(int);" in cpp
+    assert "nneigh_max * natomneigh_max" not in cpp
+    assert (ml / "mliap_data.h").read_text().count("int firstneigh_rows, firstneigh_width;") == 1
+    # a release without lmp_firstneigh (4 Feb 2025) is left as it is; an unknown one stops
+    old = tmp_path / "old"
+    (old / "src" / "ML-IAP").mkdir(parents=True)
+    (old / "src" / "ML-IAP" / "pair_mliap.cpp").write_text(COEFF)
+    without = DATA_CPP.replace("lmp_firstneigh", "other_array")
+    (old / "src" / "ML-IAP" / "mliap_data.cpp").write_text(without)
+    res = subprocess.run(["bash", str(SCRIPTS / "patch_lammps_source.sh"), str(old)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert (old / "src" / "ML-IAP" / "mliap_data.cpp").read_text() == without
+    (ml / "mliap_data.h").write_text(DATA_H)
+    unknown = DATA_CPP.replace("  int nneigh = 0;\n", "")
+    (ml / "mliap_data.cpp").write_text(unknown)
+    res = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "0 times" in res.stderr
+    assert (ml / "mliap_data.h").read_text() == DATA_H and (ml / "mliap_data.cpp").read_text() == unknown  # untouched
