@@ -16,6 +16,10 @@ scheduler, EMA), under three budgets:
 * **equal parameters** (``--equal-params VARIANT``, repeatable): that variant with the
   channel count whose parameter count is closest to the reference's, at equal epochs.
 
+Each finished run's row is stored as ``<out>_runs/<run>.json`` and read back, not retrained,
+when the same command runs again (``--commit`` commits each as it completes), so a study
+longer than a session resumes where it stopped.
+
 Tables give the mean and the sample standard deviation over seeds. ``--jobs 2`` runs two
 trainings at once (one thread each: one per core on a 2-core machine; timings stay
 comparable as long as nothing else runs).
@@ -258,11 +262,16 @@ class Variant(NamedTuple):
         return re.sub(r"[^A-Za-z0-9]+", "_", self.label).strip("_")
 
 
+def run_name(variant: Variant, seed: int, epochs: int) -> str:
+    """The name of one training run (its work directory, log and cached row)."""
+    return f"{variant.slug}_s{seed}_e{epochs}"
+
+
 def run_one(variant: Variant, seed: int, epochs: int, cfg: dict[str, Any], work: Path, e0s: dict[int, float], threads: int) -> dict[str, Any]:
     """Train, read the log, evaluate; one result row (without its budget label)."""
     cfg = dict(cfg, seed=seed, channels=variant.channels or cfg["channels"])
     options = {**default_options(variant.backend, epochs), **dict(variant.options)}
-    name = f"{variant.slug}_s{seed}_e{epochs}"
+    name = run_name(variant, seed, epochs)
     run_dir = work / name
     cmd = train_command(variant.backend, options, epochs, cfg, run_dir, work / "train.xyz", e0s)
     print(f"[accuracy] {variant.label} seed {seed}: training {epochs} epochs ...", flush=True)
@@ -290,6 +299,31 @@ def run_one(variant: Variant, seed: int, epochs: int, cfg: dict[str, Any], work:
         + f" (run {wall:.0f} s)",
         flush=True,
     )
+    return row
+
+
+def cached_run(runs_dir: Path, name: str, setting: dict[str, Any], train: Callable[[], dict[str, Any]],
+               on_new: Callable[[Path], None] = lambda path: None) -> dict[str, Any]:
+    """The row of run ``name``: read from ``runs_dir/name.json`` if an earlier invocation
+    finished it with the same ``setting``, else ``train()``'s, written there (then
+    ``on_new(path)``, e.g. to commit it). A study that spans sessions resumes this way.
+
+    Raises ``SystemExit`` when the stored run was made with another setting (nothing is
+    silently mixed: delete the file or choose another ``--out``)."""
+    path = runs_dir / f"{name}.json"
+    if path.is_file():
+        row = json.loads(path.read_text())
+        if row.get("setting") != setting:
+            raise SystemExit(f"{path} was trained with another setting ({row.get('setting')} != {setting}); "
+                             "delete it or choose another --out")  # fmt: skip
+        print(f"[accuracy] {name}: finished earlier, read from {path}", flush=True)
+        return row
+    row = dict(train(), setting=setting)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(row, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    on_new(path)
     return row
 
 
@@ -455,7 +489,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         + ".",
         "",
         f"Budgets: {result['epochs']} epochs each; equal time = {_fmt(result['time_budget_s'])} s of training steps "
-        f"(what {result['time_reference']} needed for {result['epochs']} epochs).",
+        f"(what {result['time_reference']} needed for {result['epochs']} epochs)"
+        + ("." if any(r["budget"] == "equal time" for r in result["rows"]) else "; the equal-time runs are not done yet."),
         "",
         f"E: total-energy RMSE (meV), F: force RMSE (meV/A). {caveat} The published rows are large models trained to "
         f"convergence, for context only. *valid F, last {FLAT_WINDOW} ep*: how much the validation force RMSE changed "
@@ -541,6 +576,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, default=None, help="override the preset's channels")
     p.add_argument("--max-L", type=int, default=None, help="override the preset's hidden L")
     p.add_argument("--time-reference", default="e3nn", help="variant whose time for --epochs sets the equal-time budget")
+    p.add_argument("--equal-epochs-only", action="store_true",
+                   help="train the equal-epoch (and equal-parameter) runs only; the same command without it adds the "
+                   "equal-time runs later, reusing these")
     p.add_argument("--equal-params", action="append", default=[], metavar="VARIANT",
                    help="also train this variant (one of --backends) with the channels that match the reference's "
                    "parameter count (repeatable)")
@@ -566,7 +604,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     c.add_argument("--timing-epochs", type=int, default=None, metavar="N",
                    help="instead of the study: a timing run of N epochs per variant (seconds per epoch, first epoch excluded)")
     c.add_argument("--commit", action="store_true",
-                   help="git-commit --out after each finished run, and the checkpoints every --commit-every chunks")
+                   help="git-commit each finished run as it completes (budget study: OUT_runs/RUN.json; converged "
+                   "study: --out, and the checkpoints every --commit-every chunks)")
     c.add_argument("--commit-every", type=int, default=6,
                    help="chunks between commits of the unfinished run's checkpoint (8 MB at 16 channels, L=1; 0: never)")
     return p.parse_args(argv)
@@ -639,8 +678,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     epochs = cfg["epochs"]
     t0 = time.perf_counter()
 
+    out_stem = args.out or RESULTS / f"accuracy_{args.preset}"
+    runs_dir = out_stem.with_name(out_stem.name + "_runs")
+    setting = {"config": cfg, "threads": args.threads, "jobs": args.jobs, "train": split["train"], "n_test": split["n_test"]}
+    committing = threading.Lock()
+
+    def commit(path: Path) -> None:
+        if args.commit:
+            with committing:
+                _git_commit([path], f"accuracy study {out_stem.name}: finished run {path.stem}")
+
     def run(variant: Variant, seed: int, n_epochs: int) -> dict[str, Any]:
-        return run_one(variant, seed, n_epochs, cfg, work, split["e0s"], args.threads)
+        train = lambda: run_one(variant, seed, n_epochs, cfg, work, split["e0s"], args.threads)  # noqa: E731
+        return cached_run(runs_dir, run_name(variant, seed, n_epochs), setting, train, commit)
 
     # a matched variant at the preset's channels is its base variant: its runs are reused
     to_run = [m for m in matched if m.channels != cfg["channels"]]
@@ -654,7 +704,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     rows = [dict(r, budget="equal params" if r["label"] in {m.label for m in matched} else "equal epochs") for r in first]
     budget = statistics.mean(r["train_seconds"] for r in first if r["label"] == reference.label)
     second_tasks = []
-    for v in variants:
+    for v in [] if args.equal_epochs_only else variants:
         mine = [r for r in first if r["label"] == v.label]
         if not mine:
             continue
@@ -687,7 +737,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "total_wall_seconds": time.perf_counter() - t0,
         "stamp": machine_stamp(["cpu"]),
     }
-    write_outputs(result, args.out or RESULTS / f"accuracy_{args.preset}")
+    write_outputs(result, out_stem)
     print(render_markdown(result))
 
 

@@ -110,6 +110,25 @@ def test_temperature_blocks_refuse_unordered_energies() -> None:
         module.temperature_blocks([2.0] * 3 + [1.0] * 3 + [0.0] * 2)
 
 
+def test_finished_runs_are_read_back_not_retrained_and_other_settings_refused(tmp_path: Path) -> None:
+    module = _load("accuracy")
+    trained, committed = [], []
+
+    def train() -> dict:
+        trained.append(1)
+        return {"label": "grid", "seed": 1, "F": {"300K": 5.0}}
+
+    setting = {"config": {"channels": 16, "epochs": 25}, "threads": 1}
+    first = module.cached_run(tmp_path / "runs", "grid_s1_e25", setting, train, committed.append)
+    again = module.cached_run(tmp_path / "runs", "grid_s1_e25", setting, train, committed.append)
+    assert first == again == {"label": "grid", "seed": 1, "F": {"300K": 5.0}, "setting": setting}
+    assert len(trained) == 1 and committed == [tmp_path / "runs" / "grid_s1_e25.json"]
+    other = {"config": {"channels": 32, "epochs": 25}, "threads": 1}
+    with pytest.raises(SystemExit, match="another setting"):
+        module.cached_run(tmp_path / "runs", "grid_s1_e25", other, train)
+    assert len(trained) == 1
+
+
 def test_readme_summaries_match_json() -> None:
     spec = importlib.util.spec_from_file_location("_bench_update_readme", BENCH / "update_readme.py")
     module = importlib.util.module_from_spec(spec)
