@@ -27,6 +27,8 @@ Two execution paths:
   ``n_interactions x r_max`` (:attr:`MACEGauntMLIAP.receptive_field`) plus the neighbour
   skin: ``comm_modify cutoff``; a thinner shell stops the run. ``MGP_LAMMPS_PLAIN_PATH``
   = ``ids`` | ``ghosts`` | ``auto`` (default: ``ids`` on one rank) picks the route.
+  At the first force call the wrapper tells glibc's malloc to keep freed memory for the
+  next step (:mod:`lammps_interface._malloc`; ``MGP_LAMMPS_MALLOC=default`` leaves it).
   Both need the running LAMMPS instance, handed over once with :func:`attach_lammps`
   (from Python) or with two lines in the input deck (see :data:`INPUT_DECK_LINES`). The
   model runs on the device chosen at export (``cpu`` or ``cuda``); inputs and outputs
@@ -62,6 +64,7 @@ import mace  # noqa: F401  (sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD before e3nn lo
 
 from ._errors import LAMMPSInterfaceError, ModelFileError
 from ._graph import LayeredGraph, layered_graph
+from ._malloc import apply_malloc_mode
 from ._timing import ForceCallTimer
 from ._type_masses import mass_check_enabled, mass_mismatch
 
@@ -478,6 +481,7 @@ class MACEGauntMLIAP(MLIAPUnified):
         self._on_device = False
         self._timer = ForceCallTimer.from_environment()  # MGP_LAMMPS_TIMING=PATH: per-call times (plain path)
         self._masses_checked: Optional[bytes] = None  # what _check_masses last passed
+        self._malloc_applied = False  # MGP_LAMMPS_MALLOC, applied at the first force call (._malloc)
         self.model_elements = [_SYMBOLS[z] for z in st["atomic_numbers"]]
         table = np.full(len(ELEMENT_TYPES), -1, dtype=np.int64)
         for k, z in enumerate(st["atomic_numbers"]):
@@ -631,6 +635,9 @@ class MACEGauntMLIAP(MLIAPUnified):
             pair_i = jatoms = np.zeros(0, dtype=np.int64)
             rij = np.zeros((0, 3))
         try:
+            if not self._malloc_applied:
+                apply_malloc_mode()
+                self._malloc_applied = True
             self._check_masses(data, lmp)
             if _plain_path(lmp.extract_setting("world_size")) == "ids":
                 graph = self._graph_ids(data, lmp, pair_i, jatoms)

@@ -238,6 +238,20 @@ def test_error_unknown_element(models, tmp_path) -> None:
     _assert_fails(_run_lmp(tmp_path, str(model_file), element="Fe"), "Fe", "model does not know", "H, C, N, O, Cu")
 
 
+def test_malloc_mode_changes_no_result_and_a_bad_one_stops(models, tmp_path) -> None:
+    """``MGP_LAMMPS_MALLOC`` (the wrapper's glibc malloc settings): ``keep`` (the default)
+    and ``default`` give the same energies; an unknown value stops the run with a message."""
+    _, model_file = models[BACKENDS[0]]
+    pes = []
+    for mode in ("keep", "default"):
+        res = _run_lmp(tmp_path, str(model_file), steps=2, env_extra={"MGP_LAMMPS_MALLOC": mode})
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        pes.append(float(next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("MGP_PE"))))
+    assert pes[0] == pes[1]
+    bad = _run_lmp(tmp_path, str(model_file), env_extra={"MGP_LAMMPS_MALLOC": "jemalloc"})
+    _assert_fails(bad, "MGP_LAMMPS_MALLOC must be one of", "'jemalloc'")
+
+
 def test_error_missing_model_file(tmp_path) -> None:
     _assert_fails(_run_lmp(tmp_path, str(tmp_path / "missing.mliap")), "No such file", "missing.mliap")
 
