@@ -336,21 +336,23 @@ def render_markdown(data: dict[str, Any]) -> str:
         "*epochs*: stage-one epochs to convergence (+ stage two). *train h*: training time to convergence = "
         "(stage one + stage two epochs) x the seconds per epoch of a separate quiet timing run of the variant (a few "
         "epochs, same settings, 1 thread; `timing/`), because the study's runs share the machine and their logged "
-        "times are not comparable. E: total-energy RMSE (meV), F: force RMSE (meV/A), after stage two; mean ± "
-        "sample SD over seeds.",
+        "times are not comparable. *MD ms/step*: LAMMPS on one CPU core, a periodic box of 27 3BPA molecules (729 "
+        "atoms), the timing run's model (`benchmarks/_md_step.py`). E: total-energy RMSE (meV), F: force RMSE "
+        "(meV/A), after stage two; mean ± sample SD over seeds.",
         "",
-        "| model | L | seeds | converged | params | epochs | s/epoch | train h | "
+        "| model | L | seeds | converged | params | epochs | s/epoch | train h | MD ms/step | "
         + " | ".join(f"E {t}" for t in TEMPERATURES) + " | " + " | ".join(f"F {t}" for t in TEMPERATURES) + " |",
-        "|" + "---|" * (8 + 2 * len(TEMPERATURES)),
+        "|" + "---|" * (9 + 2 * len(TEMPERATURES)),
     ]  # fmt: skip
     for (label, max_L), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0] != "e3nn", kv[0][0])):
         rs = sorted(rs, key=lambda r: r["seed"])
         t = timing.get(timing_key(label, max_L), {}).get("s_per_epoch")
+        md = timing.get(timing_key(label, max_L), {}).get("md_ms_per_step")
         epochs = [r["stage_one_epochs"] + r["stage_two_epochs"] for r in rs]
         hours = [e * t / 3600.0 for e in epochs] if t else []
         cells = [label, str(max_L), ",".join(str(r["seed"]) for r in rs), f"{sum(r['converged'] for r in rs)}/{len(rs)}",
                  str(rs[0]["params"]), _mean_sd([r["stage_one_epochs"] for r in rs], 0) + " (+" + _mean_sd([r["stage_two_epochs"] for r in rs], 0) + ")",
-                 f"{t:.1f}" if t else "-", _mean_sd(hours, 2)]  # fmt: skip
+                 f"{t:.1f}" if t else "-", _mean_sd(hours, 2), f"{md:.1f}" if md else "-"]  # fmt: skip
         cells += [_mean_sd([r["E"][k] for r in rs]) for k in TEMPERATURES] + [_mean_sd([r["F"][k] for r in rs]) for k in TEMPERATURES]
         lines.append("| " + " | ".join(cells) + " |")
     if data["pending"]:
@@ -390,10 +392,66 @@ def plot_curves(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def pareto_points(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One point per variant and hidden L with finished runs: mean force RMSE per
+    temperature, mean training hours to convergence and MD ms per step (``None`` without a
+    timing run)."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in data["runs"].values():
+        groups.setdefault((r["label"], int(r["max_L"])), []).append(r)
+    points = []
+    for (label, max_L), rs in sorted(groups.items()):
+        timing = data["timing"].get(timing_key(label, max_L), {})
+        t = timing.get("s_per_epoch")
+        hours = statistics.mean((r["stage_one_epochs"] + r["stage_two_epochs"]) * t / 3600.0 for r in rs) if t else None
+        points.append({"label": label, "max_L": max_L, "seeds": len(rs), "train_h": hours,
+                       "md_ms_per_step": timing.get("md_ms_per_step"),
+                       "F": {k: statistics.mean(r["F"][k] for r in rs) for k in TEMPERATURES}})  # fmt: skip
+    return points
+
+
+def plot_pareto(data: dict[str, Any], path: Path) -> bool:
+    """Converged force RMSE (300 K and 600 K) against training time to convergence and
+    against MD time per step, one point per variant and L; ``False`` (nothing written)
+    when no finished run has a timing run."""
+    points = [p for p in pareto_points(data) if p["train_h"] is not None or p["md_ms_per_step"] is not None]
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+    for ax, key, xlabel in ((axes[0], "train_h", "training time to convergence (h, 1 core)"),
+                            (axes[1], "md_ms_per_step", "LAMMPS MD, ms per step (729-atom 3BPA box, 1 core)")):  # fmt: skip
+        for k, p in enumerate(points):
+            if p[key] is None:
+                continue
+            for temp, marker in (("300K", "o"), ("600K", "s")):
+                ax.plot([p[key]], [p["F"][temp]], marker, color=f"C{k % 10}",
+                        label=f"{p['label']} L={p['max_L']} ({temp})" if ax is axes[0] else None)  # fmt: skip
+            ax.annotate(f"{p['label']} L={p['max_L']}", (p[key], p["F"]["300K"]), fontsize=6)
+        ax.set_xlabel(xlabel)
+        ax.set_xscale("log")
+    axes[0].set_ylabel("test force RMSE (meV/A), mean over seeds")
+    axes[0].legend(fontsize=6)
+    fig.suptitle("3BPA, converged: accuracy against cost (o 300 K, s 600 K); lower left is better")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_outputs(out: Path, with_plot: bool = True) -> None:
-    """``out``/table.md (exactly :func:`render_markdown` of the directory) and curves.png."""
+    """``out``/table.md (exactly :func:`render_markdown` of the directory), curves.png and,
+    once finished runs have timing runs, pareto.png."""
     data = load_dir(out)
     (out / "table.md").write_text(render_markdown(data))
+    wrote = ["table.md"]
     if with_plot:
         plot_curves(data, out / "curves.png")
-    print(f"[accuracy] wrote {out}/table.md" + (" and curves.png" if with_plot else ""), flush=True)
+        wrote.append("curves.png")
+        if plot_pareto(data, out / "pareto.png"):
+            wrote.append("pareto.png")
+    print(f"[accuracy] wrote {out}/" + ", ".join(wrote), flush=True)

@@ -48,7 +48,8 @@ Usage::
         --backends e3nn --seeds 1,2,3 --max-epochs 200 --commit
         # the converged study (issue 22; resumable, one JSON per finished run: benchmarks/_converged.py)
     python benchmarks/bench_accuracy.py --until-converged --timing-epochs 4 --preset study --channels 16 --max-L 1 --backends e3nn
-        # its quiet timing run of a variant (seconds per epoch for "training time to convergence")
+        # its quiet timing run of a variant (seconds per epoch for "training time to convergence",
+        # and ms per LAMMPS MD step of a 3BPA box on one core: benchmarks/_md_step.py)
     python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_converged_cpu
 """
 
@@ -603,6 +604,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     c.add_argument("--chunk-epochs", type=int, default=10, help="epochs per mace_run_train call (the rule is checked between)")
     c.add_argument("--timing-epochs", type=int, default=None, metavar="N",
                    help="instead of the study: a timing run of N epochs per variant (seconds per epoch, first epoch excluded)")
+    c.add_argument("--timing-md-steps", type=int, default=20, metavar="N",
+                   help="with --timing-epochs: also time N LAMMPS MD steps of a 729-atom 3BPA box on one core with the "
+                   "timing run's model (benchmarks/_md_step.py; 0: skip)")
     c.add_argument("--commit", action="store_true",
                    help="git-commit each finished run as it completes (budget study: OUT_runs/RUN.json; converged "
                    "study: --out, and the checkpoints every --commit-every chunks)")
@@ -793,9 +797,15 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
                       "epoch_seconds": curve["epoch_seconds"], "s_per_epoch": statistics.median(sec),
                       "note": "median over epochs (the first excluded) of the summed training-step times MACE logs",
                       "command": command, "stamp": machine_stamp(["cpu"])}  # fmt: skip
+            if args.timing_md_steps > 0:
+                from _md_step import md_step_ms
+
+                print(f"[accuracy] timing {variant.label} L={cfg['max_L']}: MD in LAMMPS, {args.timing_md_steps} steps ...", flush=True)
+                timing.update(md_step_ms(work / name / f"{name}.model", args.data, steps=args.timing_md_steps))
             (out / "timing").mkdir(exist_ok=True)
             (out / "timing" / f"{key}.json").write_text(json.dumps(timing, indent=1, sort_keys=True) + "\n")
-            print(f"[accuracy] timing {key}: {timing['s_per_epoch']:.1f} s/epoch", flush=True)
+            print(f"[accuracy] timing {key}: {timing['s_per_epoch']:.1f} s/epoch"
+                  + (f", {timing['md_ms_per_step']:.1f} ms per MD step" if "md_ms_per_step" in timing else ""), flush=True)
             continue
         for seed in seeds:
             name = f"{variant.slug}_L{cfg['max_L']}_seed{seed}"

@@ -184,7 +184,7 @@ def test_converged_table_renders_a_directory_of_partial_results(tmp_path: Path) 
     for seed, f in ((1, 10.0), (2, 12.0)):
         (tmp_path / "runs" / f"e3nn_L1_seed{seed}.json").write_text(json.dumps(_finished_run(conv, "e3nn", 1, seed, f)))
     (tmp_path / "timing").mkdir()
-    (tmp_path / "timing" / "e3nn_L1.json").write_text(json.dumps({"s_per_epoch": 36.0}))
+    (tmp_path / "timing" / "e3nn_L1.json").write_text(json.dumps({"s_per_epoch": 36.0, "md_ms_per_step": 41.25}))
     pending = tmp_path / "checkpoints" / "e3nn_L1_seed3"
     pending.mkdir(parents=True)
     (pending / "state.json").write_text(json.dumps({"stage": 1, "epochs": 40, "lr_reductions": 1, "curve": [2.0, 1.0],
@@ -192,11 +192,15 @@ def test_converged_table_renders_a_directory_of_partial_results(tmp_path: Path) 
     (tmp_path / "study.json").write_text(json.dumps({"command": "python benchmarks/bench_accuracy.py --until-converged", "chunk": 10, "max_epochs": 300}))
     text = conv.render_markdown(conv.load_dir(tmp_path))
     # 80 epochs x 36 s = 0.80 h; F mean 11.0, sample SD sqrt(2) = 1.4
-    assert "| e3nn | 1 | 1,2 | 2/2 | 1234 | 60 ± 0 (+20 ± 0) | 36.0 | 0.80 ± 0.00 | 1.0 ± 0.0 | 1.0 ± 0.0 | 1.0 ± 0.0 | 11.0 ± 1.4 |" in text
+    assert "| e3nn | 1 | 1,2 | 2/2 | 1234 | 60 ± 0 (+20 ± 0) | 36.0 | 0.80 ± 0.00 | 41.2 | 1.0 ± 0.0 | 1.0 ± 0.0 | 1.0 ± 0.0 | 11.0 ± 1.4 |" in text
     assert "- e3nn_L1_seed3: stage 1, 40 epochs, 1 lr reductions, best valid F improved 4.2% over the last 8 epochs" in text
     assert "checked every 10 epochs), or the cap of 300 stage-one epochs" in text
     conv.write_outputs(tmp_path, with_plot=False)
     assert (tmp_path / "table.md").read_text() == text
+    (point,) = conv.pareto_points(conv.load_dir(tmp_path))
+    assert point["label"] == "e3nn" and point["seeds"] == 2 and point["md_ms_per_step"] == 41.25
+    assert point["train_h"] == pytest.approx(0.8) and point["F"]["300K"] == pytest.approx(11.0)
+    assert conv.plot_pareto(conv.load_dir(tmp_path), tmp_path / "pareto.png") and (tmp_path / "pareto.png").stat().st_size > 0
 
 
 def test_committed_converged_table_matches_its_directory() -> None:
@@ -206,3 +210,26 @@ def test_committed_converged_table_matches_its_directory() -> None:
     conv = _converged_module()
     assert (out / "table.md").read_text() == conv.render_markdown(conv.load_dir(out)), (
         "table.md does not match: python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_converged_cpu")
+
+
+def _md_step_module():
+    spec = importlib.util.spec_from_file_location("_bench_md_step", BENCH / "_md_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_md_box_is_periodic_copies_a_gap_apart() -> None:
+    import numpy as np
+    from ase.build import molecule
+
+    md = _md_step_module()
+    mol = molecule("CH3CH2OH")
+    box = md.bpa_box(mol, copies=3, gap=3.0)
+    extent = float((mol.positions - mol.positions.min(axis=0)).max())
+    assert len(box) == 27 * len(mol) and box.pbc.all()
+    assert np.allclose(np.asarray(box.cell), np.eye(3) * 3 * (extent + 3.0))
+    # every atom of one copy is at least the gap from every atom of every other copy (periodic images included)
+    d = box.get_all_distances(mic=True)
+    copy = np.repeat(np.arange(27), len(mol))
+    assert d[copy[:, None] != copy[None, :]].min() >= 3.0 - 1e-9

@@ -225,6 +225,21 @@ def test_mliap_memory_is_linear_in_pairs(tmp_path) -> None:
     assert mbytes < quadratic / 4, f"{line} (atoms x all pairs would be {quadratic:.0f} MB)"
 
 
+def test_md_step_timing_of_the_converged_study(data_3bpa) -> None:
+    """``benchmarks/_md_step.py`` (the converged study's inference cost): exports a model,
+    runs the 729-atom 3BPA box in LAMMPS on one thread and reports the timed steps."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "_md_step.py"
+    spec = importlib.util.spec_from_file_location("_bench_md_step", path)
+    md = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(md)
+    model, _ = exported_model(BACKENDS[0])
+    res = md.md_step_ms(model, data_3bpa, steps=2, warmup=1)
+    assert res["md_atoms"] == 729 and res["md_steps"] == 2 and res["md_procs"] == 1 and res["md_threads"] == "1"
+    assert res["md_ms_per_step"] > 0
+
+
 def _assert_fails(res: subprocess.CompletedProcess, *needles: str) -> None:
     out = res.stdout + res.stderr
     assert res.returncode != 0, out[-3000:]
