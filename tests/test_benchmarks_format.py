@@ -14,11 +14,16 @@ RESULTS = BENCH / "results"
 STUDIES = {"model": "bench_model.py", "accuracy": "bench_accuracy.py", "triton": "triton_compile.py"}
 
 
-def _load(study: str):
-    spec = importlib.util.spec_from_file_location(f"_bench_{study}", BENCH / STUDIES[study])
+def _load_file(name: str):
+    """The module of ``benchmarks/<name>`` (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{Path(name).stem}", BENCH / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load(study: str):
+    return _load_file(STUDIES[study])
 
 
 def _committed() -> list[Path]:
@@ -141,10 +146,7 @@ def _converged_module():
     import sys
 
     sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("_bench_converged", BENCH / "_converged.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_file("_converged.py")
 
 
 def test_convergence_rule_needs_a_flat_window_and_two_lr_reductions() -> None:
@@ -212,18 +214,11 @@ def test_committed_converged_table_matches_its_directory() -> None:
         "table.md does not match: python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_converged_cpu")
 
 
-def _md_step_module():
-    spec = importlib.util.spec_from_file_location("_bench_md_step", BENCH / "_md_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_md_box_is_periodic_copies_a_gap_apart() -> None:
     import numpy as np
     from ase.build import molecule
 
-    md = _md_step_module()
+    md = _load_file("_md_step.py")
     mol = molecule("CH3CH2OH")
     box = md.bpa_box(mol, copies=3, gap=3.0)
     extent = float((mol.positions - mol.positions.min(axis=0)).max())
