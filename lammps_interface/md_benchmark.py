@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ._malloc import malloc_mode
 from ._timing import TIMING_ENV, read_layer_counts, read_timings
 
 DECK = """\
@@ -249,12 +250,6 @@ def _core_split(args: argparse.Namespace, model_path: Path, model_file: Path | N
     return times
 
 
-def _malloc_mode() -> str:
-    from ._malloc import malloc_mode
-
-    return malloc_mode()
-
-
 def main(argv: list[str] | None = None) -> int:
     from .mliap_unified import ENGINES
 
@@ -296,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "python": sys.version.split()[0],
-        "lammps_malloc": _malloc_mode(),  # MGP_LAMMPS_MALLOC in the LAMMPS runs (lammps_interface._malloc)
+        "lammps_malloc": malloc_mode(),  # MGP_LAMMPS_MALLOC in the LAMMPS runs (lammps_interface._malloc)
         "config": {k: v for k, v in vars(args).items() if k != "out"},
         "results": [],
         "exactness_float64": {},
