@@ -45,8 +45,9 @@ Usage::
         # the issue-13 study (32 channels, max_ell 3; many CPU hours: see benchmarks/README.md)
     python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_cpu.json
     python benchmarks/bench_accuracy.py --until-converged --preset study --channels 16 --max-L 1 \
-        --backends e3nn --seeds 1,2,3 --max-epochs 200 --commit
-        # the converged study (issue 22; resumable, one JSON per finished run: benchmarks/_converged.py)
+        --backends e3nn --seeds 1,2,3 --max-epochs 200 --jobs 2 --commit
+        # the converged study (issue 22; resumable, one JSON per finished run: benchmarks/_converged.py;
+        # --jobs 2: two runs at once, one per core)
     python benchmarks/bench_accuracy.py --until-converged --timing-epochs 4 --preset study --channels 16 --max-L 1 --backends e3nn
         # its quiet timing run of a variant (seconds per epoch for "training time to convergence",
         # and ms per LAMMPS MD step of a 3BPA box on one core: benchmarks/_md_step.py)
@@ -350,6 +351,25 @@ def run_many(tasks: list[tuple[Variant, int, int]], jobs: int, run: Callable[[Va
     return rows, failed
 
 
+def run_parallel(tasks: Sequence[tuple[Any, ...]], jobs: int, fn: Callable[..., None]) -> None:
+    """``fn(*task)`` for every task, ``jobs`` at a time; a failed task does not stop the others,
+    and all failures are reported together at the end (``SystemExit``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(task: tuple[Any, ...]) -> Optional[str]:
+        try:
+            fn(*task)
+        except Exception as exc:  # reported below, with the task it belongs to
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(attempt, tasks))
+    failed = [f"{task[:2]}: {why}" for task, why in zip(tasks, outcomes) if why is not None]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(tasks)} runs failed:\n" + "\n".join(failed))
+
+
 def mace_kwargs(cfg: dict[str, Any], channels: int) -> dict[str, Any]:
     """The ScaleShiftMACE arguments ``mace_run_train`` builds from :func:`train_command`'s
     line (MACE 0.3.16 defaults for everything not given), for counting parameters."""
@@ -587,7 +607,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="backend option for every variant of BACKEND (repeatable)")
     p.add_argument("--seeds", type=comma_list(int), default=None, help="training seeds (default: --seed)")
     p.add_argument("--seed", type=int, default=1, help="the training seed, and always the seed of the data split")
-    p.add_argument("--jobs", type=int, default=1, help="trainings at once (each with --threads threads)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings at once (each with --threads threads); the converged study's timing runs are always "
+                   "one at a time")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (OMP_NUM_THREADS) per run; 1 keeps timings stable on a shared machine, where "
                    "2 threads per process oversubscribe the cores and step times scatter by 10x")
@@ -756,8 +778,8 @@ def _git_commit(paths: Sequence[Path], message: str) -> None:
 
 def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg: dict[str, Any], seeds: Sequence[int], variants: Sequence[Variant]) -> None:
     """``--until-converged``: each (variant, seed) at ``cfg["max_L"]`` trained to convergence,
-    one run at a time (``benchmarks/_converged.py``); or, with ``--timing-epochs``, the quiet
-    timing runs."""
+    ``--jobs`` runs at a time (``benchmarks/_converged.py``); or, with ``--timing-epochs``, the
+    quiet timing runs, one at a time."""
     import _converged
     from _common import machine_stamp
 
@@ -778,9 +800,11 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
 
     def evaluate_model(path: Path) -> tuple[dict[str, Any], int]:
         if not path.is_file():
-            raise SystemExit(f"{path} missing: MACE did not write the model (see {work}/*.log)")
-        return evaluate(path, work, args.threads)
+            raise RuntimeError(f"{path} missing: MACE did not write the model (see {work}/*.log)")
+        with _EVALUATING:  # in this process: one model at a time
+            return evaluate(path, work, args.threads)
 
+    tasks: list[tuple[Variant, int, int, dict[str, Any]]] = []
     for variant in variants:
         ch = variant.channels or cfg["channels"]
         options = {**default_options(variant.backend, args.max_epochs), **dict(variant.options)}
@@ -807,36 +831,42 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
             print(f"[accuracy] timing {key}: {timing['s_per_epoch']:.1f} s/epoch"
                   + (f", {timing['md_ms_per_step']:.1f} ms per MD step" if "md_ms_per_step" in timing else ""), flush=True)
             continue
-        for seed in seeds:
-            name = f"{variant.slug}_L{cfg['max_L']}_seed{seed}"
-            run_cfg = dict(cfg, seed=seed, channels=ch)
-            run_dir = work / name
-            chunks = [0]
+        tasks += [(variant, seed, ch, options) for seed in seeds]
 
-            def build(max_num_epochs: int, start_swa: Optional[int], restart: bool) -> list[str]:
-                return train_command(variant.backend, options, max_num_epochs, run_cfg, run_dir, work / "train.xyz",
-                                     split["e0s"], restart=restart, start_swa=start_swa)  # fmt: skip
+    reporting = threading.Lock()  # table, plots (matplotlib) and git, one thread at a time
 
-            def train(cmd: list[str]) -> None:
-                print(f"[accuracy] {name}: " + " ".join(cmd[cmd.index("--max_num_epochs") : cmd.index("--max_num_epochs") + 2])
-                      + (" (restart)" if "--restart_latest" in cmd else "") + (" stage two" if "--swa" in cmd else ""), flush=True)  # fmt: skip
-                run_training(cmd, name, work, args.threads)
+    def train_to_convergence(variant: Variant, seed: int, ch: int, options: dict[str, Any]) -> None:
+        name = f"{variant.slug}_L{cfg['max_L']}_seed{seed}"
+        run_cfg = dict(cfg, seed=seed, channels=ch)
+        run_dir = work / name
+        chunks = [0]
 
-            def on_chunk(run: str) -> None:
-                chunks[0] += 1
-                if args.commit and args.commit_every > 0 and chunks[0] % args.commit_every == 0:
+        def build(max_num_epochs: int, start_swa: Optional[int], restart: bool) -> list[str]:
+            return train_command(variant.backend, options, max_num_epochs, run_cfg, run_dir, work / "train.xyz",
+                                 split["e0s"], restart=restart, start_swa=start_swa)  # fmt: skip
+
+        def train(cmd: list[str]) -> None:
+            print(f"[accuracy] {name}: " + " ".join(cmd[cmd.index("--max_num_epochs") : cmd.index("--max_num_epochs") + 2])
+                  + (" (restart)" if "--restart_latest" in cmd else "") + (" stage two" if "--swa" in cmd else ""), flush=True)  # fmt: skip
+            run_training(cmd, name, work, args.threads)
+
+        def on_chunk(run: str) -> None:
+            chunks[0] += 1
+            if args.commit and args.commit_every > 0 and chunks[0] % args.commit_every == 0:
+                with reporting:
                     _converged.write_outputs(out, with_plot=False)
                     _git_commit([out], f"converged study: {run} checkpoint ({_converged.load_dir(out)['pending'][run]['epochs']} epochs)")
 
-            row = _converged.run_until_converged(name, out, run_dir, build, train, evaluate_model, args.max_epochs,
-                                                 args.chunk_epochs, on_chunk)  # fmt: skip
-            if row is None:
-                print(f"[accuracy] {name}: already finished", flush=True)
-                continue
-            row.update(label=variant.label, backend=variant.backend, options=options, channels=ch, max_L=cfg["max_L"],
-                       seed=seed, config=run_cfg, split={k: v for k, v in split.items() if k != "e0s"},
-                       recipe=_converged.RECIPE, rule=_converged.RULE, chunk=args.chunk_epochs, max_epochs=args.max_epochs,
-                       command=command, stamp=machine_stamp(["cpu"]))  # fmt: skip
+        row = _converged.run_until_converged(name, out, run_dir, build, train, evaluate_model, args.max_epochs,
+                                             args.chunk_epochs, on_chunk)  # fmt: skip
+        if row is None:
+            print(f"[accuracy] {name}: already finished", flush=True)
+            return
+        row.update(label=variant.label, backend=variant.backend, options=options, channels=ch, max_L=cfg["max_L"],
+                   seed=seed, config=run_cfg, split={k: v for k, v in split.items() if k != "e0s"},
+                   recipe=_converged.RECIPE, rule=_converged.RULE, chunk=args.chunk_epochs, max_epochs=args.max_epochs,
+                   command=command, stamp=machine_stamp(["cpu"]))  # fmt: skip
+        with reporting:
             (out / "runs").mkdir(exist_ok=True)
             (out / "runs" / f"{name}.json").write_text(json.dumps(row, indent=1, sort_keys=True) + "\n")
             shutil_rm(out / "checkpoints" / name)
@@ -844,6 +874,8 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
             print(f"[accuracy] {name}: finished, " + " ".join(f"F {t} {row['F'][t]:.1f}" for t in TEMPERATURES), flush=True)
             if args.commit:
                 _git_commit([out], f"converged study: {name} finished")
+
+    run_parallel(tasks, args.jobs, train_to_convergence)
     _converged.write_outputs(out)
 
 

@@ -134,6 +134,34 @@ def test_finished_runs_are_read_back_not_retrained_and_other_settings_refused(tm
     assert len(trained) == 1
 
 
+def test_parallel_runs_respect_jobs_and_report_every_failure_after_the_rest_ran() -> None:
+    import threading
+    import time
+
+    module = _load("accuracy")
+    lock, running, peak, done = threading.Lock(), [0], [0], []
+
+    def run(name: str, seed: int) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if seed == 2:
+            raise RuntimeError(f"{name} seed {seed} diverged")
+        done.append((name, seed))
+
+    tasks = [("e3nn", 1), ("e3nn", 2), ("grid", 1), ("grid", 2), ("grid", 3)]
+    with pytest.raises(SystemExit) as err:
+        module.run_parallel(tasks, 2, run)
+    assert sorted(done) == [("e3nn", 1), ("grid", 1), ("grid", 3)] and peak[0] == 2
+    assert "2 of 5 runs failed" in str(err.value) and "e3nn seed 2 diverged" in str(err.value) and "grid seed 2 diverged" in str(err.value)
+    done.clear()
+    module.run_parallel([("e3nn", 1), ("grid", 3)], 1, run)  # no failure: returns
+    assert done == [("e3nn", 1), ("grid", 3)]
+
+
 def test_readme_summaries_match_json() -> None:
     spec = importlib.util.spec_from_file_location("_bench_update_readme", BENCH / "update_readme.py")
     module = importlib.util.module_from_spec(spec)
