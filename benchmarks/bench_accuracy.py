@@ -534,15 +534,35 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def learning_curves(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every run's validation force RMSE against its cumulative training seconds (the sum of
+    MACE's logged step times up to each epoch): ``{"label", "budget", "seed", "seconds",
+    "valid_f"}``; epochs without a validation value are left out, runs without a curve too."""
+    out = []
+    for row in rows:
+        curve = row.get("curve") or {}
+        seconds, valid = curve.get("epoch_seconds", []), curve.get("valid_rmse_f", [])
+        xs, ys, total = [], [], 0.0
+        for sec, f in zip(seconds, valid):
+            total += float(sec)
+            if f is not None:
+                xs.append(total)
+                ys.append(float(f))
+        if xs:
+            out.append({"label": row_label(row), "budget": row["budget"], "seed": row.get("seed"), "seconds": xs, "valid_f": ys})
+    return out
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Test force RMSE per temperature (every budget, mean and SD over seeds) and the Pareto
-    view: 300 K and 600 K test force RMSE against training time."""
+    """Test force RMSE per temperature (every budget, mean and SD over seeds), the Pareto
+    view (300 K and 600 K test force RMSE against training time) and every run's learning
+    curve (:func:`learning_curves`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(18, 4.5))
     groups = aggregate(result["rows"])
     width = 0.8 / max(1, len(groups))
     labels = list(dict.fromkeys(g["label"] for g in groups))
@@ -567,6 +587,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax1.set_xlabel("training time (s, sum of training steps)")
     ax1.set_ylabel("test force RMSE (meV/A): o 300 K, s 600 K")
     ax1.set_title("accuracy against training time (lower left is better)")
+    style = {"equal epochs": "-", "equal time": "--", "equal params": ":"}
+    for c in learning_curves(result["rows"]):
+        ax2.plot(c["seconds"], c["valid_f"], style.get(c["budget"], "-"), color=color[c["label"]], linewidth=0.8)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("training time (s, sum of training steps)")
+    ax2.set_ylabel("validation force RMSE (meV/A)")
+    ax2.set_title("every run's learning curve (solid: equal epochs, dashed: equal time)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -134,6 +134,16 @@ def test_finished_runs_are_read_back_not_retrained_and_other_settings_refused(tm
     assert len(trained) == 1
 
 
+def test_learning_curves_accumulate_training_seconds_and_skip_missing_validation() -> None:
+    module = _load("accuracy")
+    rows = [
+        {"label": "grid", "budget": "equal time", "seed": 2, "curve": {"epoch_seconds": [10.0, 12.0, 11.0], "valid_rmse_f": [90.0, None, 70.0]}},
+        {"label": "e3nn", "budget": "equal epochs", "seed": 1},  # an old row without a curve
+    ]
+    (curve,) = module.learning_curves(rows)
+    assert curve == {"label": "grid", "budget": "equal time", "seed": 2, "seconds": [10.0, 33.0], "valid_f": [90.0, 70.0]}
+
+
 def test_parallel_runs_respect_jobs_and_report_every_failure_after_the_rest_ran() -> None:
     import threading
     import time
