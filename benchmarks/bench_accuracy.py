@@ -329,21 +329,26 @@ def cached_run(runs_dir: Path, name: str, setting: dict[str, Any], train: Callab
     return row
 
 
-def run_many(tasks: list[tuple[Variant, int, int]], jobs: int, run: Callable[[Variant, int, int], dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """``run(variant, seed, epochs)`` for every task, ``jobs`` at a time; rows in task order
-    and the failures (``"label seed S, E epochs" -> first line of the error``)."""
+def _outcomes(tasks: Sequence[tuple[Any, ...]], jobs: int, fn: Callable[..., Any], catch: type[BaseException]) -> list[Any]:
+    """``fn(*task)`` for every task, ``jobs`` at a time, in task order: each result, or the
+    ``catch`` exception the task raised (one failure does not stop the others)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def attempt(task: tuple[Variant, int, int]) -> Any:
+    def attempt(task: tuple[Any, ...]) -> Any:
         try:
-            return run(*task)
-        except RuntimeError as exc:
+            return fn(*task)
+        except catch as exc:
             return exc
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outcomes = list(pool.map(attempt, tasks))
+        return list(pool.map(attempt, tasks))
+
+
+def run_many(tasks: list[tuple[Variant, int, int]], jobs: int, run: Callable[[Variant, int, int], dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """``run(variant, seed, epochs)`` for every task, ``jobs`` at a time; rows in task order
+    and the failures (``"label seed S, E epochs" -> first line of the error``)."""
     rows, failed = [], {}
-    for (variant, seed, epochs), outcome in zip(tasks, outcomes):
+    for (variant, seed, epochs), outcome in zip(tasks, _outcomes(tasks, jobs, run, RuntimeError)):
         if isinstance(outcome, Exception):
             failed[f"{variant.label} seed {seed}, {epochs} epochs"] = str(outcome).splitlines()[0]
         else:
@@ -354,18 +359,8 @@ def run_many(tasks: list[tuple[Variant, int, int]], jobs: int, run: Callable[[Va
 def run_parallel(tasks: Sequence[tuple[Any, ...]], jobs: int, fn: Callable[..., None]) -> None:
     """``fn(*task)`` for every task, ``jobs`` at a time; a failed task does not stop the others,
     and all failures are reported together at the end (``SystemExit``)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def attempt(task: tuple[Any, ...]) -> Optional[str]:
-        try:
-            fn(*task)
-        except Exception as exc:  # reported below, with the task it belongs to
-            return f"{type(exc).__name__}: {exc}"
-        return None
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outcomes = list(pool.map(attempt, tasks))
-    failed = [f"{task[:2]}: {why}" for task, why in zip(tasks, outcomes) if why is not None]
+    outcomes = _outcomes(tasks, jobs, fn, Exception)
+    failed = [f"{task[:2]}: {type(exc).__name__}: {exc}" for task, exc in zip(tasks, outcomes) if isinstance(exc, Exception)]
     if failed:
         raise SystemExit(f"{len(failed)} of {len(tasks)} runs failed:\n" + "\n".join(failed))
 

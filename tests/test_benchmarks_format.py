@@ -149,13 +149,15 @@ def test_parallel_runs_respect_jobs_and_report_every_failure_after_the_rest_ran(
     import time
 
     module = _load("accuracy")
-    lock, running, peak, done = threading.Lock(), [0], [0], []
+    lock, running, peak, done = threading.Condition(), [0], [0], []
 
     def run(name: str, seed: int) -> None:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
+            lock.notify_all()
+            lock.wait_for(lambda: peak[0] >= 2, timeout=5.0)  # the first task waits for a second one to start
+        time.sleep(0.01)
         with lock:
             running[0] -= 1
         if seed == 2:
