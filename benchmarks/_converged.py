@@ -331,7 +331,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"Convergence rule: after at least {RULE['min_lr_reductions']} learning-rate reductions and {RULE['min_epochs']} "
         f"epochs, the best validation force RMSE improved by less than {RULE['max_improvement_pct']:g}% over the last "
         f"{RULE['window_fraction']:.0%} of the epochs trained (checked every {study.get('chunk', '?')} epochs), or the cap "
-        f"of {study.get('max_epochs', '?')} stage-one epochs; then stage two. *converged*: runs where the rule held / runs.",
+        f"of {study.get('max_epochs', '?')} stage-one epochs; then stage two. *converged*: runs where the rule held / runs. "
+        f"*last 20%*: how much the best validation force RMSE improved over the last 20% of stage one, when it ended "
+        f"(below {RULE['max_improvement_pct']:g}%: flat by the rule; above: still learning when the cap stopped it).",
         "",
         "*epochs*: stage-one epochs to convergence (+ stage two). *train h*: training time to convergence = "
         "(stage one + stage two epochs) x the seconds per epoch of a separate quiet timing run of the variant (a few "
@@ -340,9 +342,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         "atoms), the timing run's model (`benchmarks/_md_step.py`). E: total-energy RMSE (meV), F: force RMSE "
         "(meV/A), after stage two; mean ± sample SD over seeds.",
         "",
-        "| model | L | seeds | converged | params | epochs | s/epoch | train h | MD ms/step | "
+        "| model | L | seeds | converged | last 20% | params | epochs | s/epoch | train h | MD ms/step | "
         + " | ".join(f"E {t}" for t in TEMPERATURES) + " | " + " | ".join(f"F {t}" for t in TEMPERATURES) + " |",
-        "|" + "---|" * (9 + 2 * len(TEMPERATURES)),
+        "|" + "---|" * (10 + 2 * len(TEMPERATURES)),
     ]  # fmt: skip
     for (label, max_L), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0] != "e3nn", kv[0][0])):
         rs = sorted(rs, key=lambda r: r["seed"])
@@ -350,8 +352,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         md = timing.get(timing_key(label, max_L), {}).get("md_ms_per_step")
         epochs = [r["stage_one_epochs"] + r["stage_two_epochs"] for r in rs]
         hours = [e * t / 3600.0 for e in epochs] if t else []
+        drops = [r["check"]["improvement_pct"] for r in rs if (r.get("check") or {}).get("improvement_pct") is not None]
         cells = [label, str(max_L), ",".join(str(r["seed"]) for r in rs), f"{sum(r['converged'] for r in rs)}/{len(rs)}",
-                 str(rs[0]["params"]), _mean_sd([r["stage_one_epochs"] for r in rs], 0) + " (+" + _mean_sd([r["stage_two_epochs"] for r in rs], 0) + ")",
+                 _mean_sd(drops) + "%" if drops else "-", str(rs[0]["params"]), _mean_sd([r["stage_one_epochs"] for r in rs], 0) + " (+" + _mean_sd([r["stage_two_epochs"] for r in rs], 0) + ")",
                  f"{t:.1f}" if t else "-", _mean_sd(hours, 2), f"{md:.1f}" if md else "-"]  # fmt: skip
         cells += [_mean_sd([r["E"][k] for r in rs]) for k in TEMPERATURES] + [_mean_sd([r["F"][k] for r in rs]) for k in TEMPERATURES]
         lines.append("| " + " | ".join(cells) + " |")

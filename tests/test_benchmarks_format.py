@@ -217,7 +217,7 @@ def test_resumed_mace_log_counts_repeated_epoch_indices_once_each(tmp_path: Path
 def _finished_run(conv, label: str, max_L: int, seed: int, f: float) -> dict:
     errs = {"E": {t: 1.0 for t in conv.TEMPERATURES}, "F": {t: f for t in conv.TEMPERATURES}}
     return {"label": label, "max_L": max_L, "seed": seed, "converged": seed != 3, "params": 1234, "stage_one_epochs": 60,
-            "stage_two_epochs": 20, "curve": {"valid_rmse_f": [3.0, 2.0, 1.0]}, **errs}  # fmt: skip
+            "stage_two_epochs": 20, "check": {"improvement_pct": 1.0 + seed, "window": 12}, "curve": {"valid_rmse_f": [3.0, 2.0, 1.0]}, **errs}  # fmt: skip
 
 
 def test_converged_table_renders_a_directory_of_partial_results(tmp_path: Path) -> None:
@@ -234,7 +234,8 @@ def test_converged_table_renders_a_directory_of_partial_results(tmp_path: Path) 
     (tmp_path / "study.json").write_text(json.dumps({"command": "python benchmarks/bench_accuracy.py --until-converged", "chunk": 10, "max_epochs": 300}))
     text = conv.render_markdown(conv.load_dir(tmp_path))
     # 80 epochs x 36 s = 0.80 h; F mean 11.0, sample SD sqrt(2) = 1.4
-    assert "| e3nn | 1 | 1,2 | 2/2 | 1234 | 60 ± 0 (+20 ± 0) | 36.0 | 0.80 ± 0.00 | 41.2 | 1.0 ± 0.0 | 1.0 ± 0.0 | 1.0 ± 0.0 | 11.0 ± 1.4 |" in text
+    # the best valid F improved 2% and 3% over the last 20% of stage one: mean 2.5, SD 0.7
+    assert "| e3nn | 1 | 1,2 | 2/2 | 2.5 ± 0.7% | 1234 | 60 ± 0 (+20 ± 0) | 36.0 | 0.80 ± 0.00 | 41.2 | 1.0 ± 0.0 | 1.0 ± 0.0 | 1.0 ± 0.0 | 11.0 ± 1.4 |" in text
     assert "- e3nn_L1_seed3: stage 1, 40 epochs, 1 lr reductions, best valid F improved 4.2% over the last 8 epochs" in text
     assert "checked every 10 epochs), or the cap of 300 stage-one epochs" in text
     conv.write_outputs(tmp_path, with_plot=False)
