@@ -332,7 +332,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"epochs, the best validation force RMSE improved by less than {RULE['max_improvement_pct']:g}% over the last "
         f"{RULE['window_fraction']:.0%} of the epochs trained (checked every {study.get('chunk', '?')} epochs), or the cap "
         f"of {study.get('max_epochs', '?')} stage-one epochs; then stage two. *converged*: runs where the rule held / runs. "
-        f"*last 20%*: how much the best validation force RMSE improved over the last 20% of stage one, when it ended "
+        f"*last {RULE['window_fraction']:.0%}*: how much the best validation force RMSE improved over the last "
+        f"{RULE['window_fraction']:.0%} of stage one, when it ended "
         f"(below {RULE['max_improvement_pct']:g}%: flat by the rule; above: still learning when the cap stopped it).",
         "",
         "*epochs*: stage-one epochs to convergence (+ stage two). *train h*: training time to convergence = "
@@ -342,7 +343,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         "atoms), the timing run's model (`benchmarks/_md_step.py`). E: total-energy RMSE (meV), F: force RMSE "
         "(meV/A), after stage two; mean ± sample SD over seeds.",
         "",
-        "| model | L | seeds | converged | last 20% | params | epochs | s/epoch | train h | MD ms/step | "
+        f"| model | L | seeds | converged | last {RULE['window_fraction']:.0%} | params | epochs | s/epoch | train h | MD ms/step | "
         + " | ".join(f"E {t}" for t in TEMPERATURES) + " | " + " | ".join(f"F {t}" for t in TEMPERATURES) + " |",
         "|" + "---|" * (10 + 2 * len(TEMPERATURES)),
     ]  # fmt: skip
