@@ -7,13 +7,13 @@ Why chunks: ``mace_run_train`` stops only on its own patience rule. Each chunk i
 rule is checked on MACE's own log (``results/*_train.txt``) and the latest checkpoint (its
 learning rate). What MACE 0.3.16 restores on ``--restart_latest`` (``tools/checkpoint.py``,
 ``cli/run_train.py``): the model weights (saved *with the EMA weights swapped in*), the
-optimizer state (AMSGrad moments, learning rate) and the ReduceLROnPlateau state; the epoch
+optimizer state (AMSGrad moments, learning rate) and the scheduler's state; the epoch
 counter comes from the checkpoint's file name. It does *not* restore the EMA shadow (a new
 EMA starts from the restored, already averaged, weights) nor the stage-two averaged model
 (unused for the saved model anyway), and it re-runs the checkpoint's own epoch index, so an
 epoch index appears twice in a resumed log: epochs are counted here as the validation
 records in log order, not by their index. MACE does not step the scheduler on the first
-epoch of a (re)start, so ReduceLROnPlateau misses one validation loss per chunk.
+epoch of a (re)start, so each chunk takes one scheduler step less (see :data:`RECIPE`).
 
 Why committed checkpoints: sessions start on fresh machines with only the git repository.
 After each chunk the latest checkpoint and the log are copied to
@@ -36,38 +36,64 @@ from typing import Any, Callable, Optional, Sequence
 
 TEMPERATURES = ("300K", "600K", "1200K")
 
-#: Stage one stops when, after at least ``min_lr_reductions`` learning-rate reductions and
-#: ``min_epochs`` epochs, the best validation force RMSE improved by less than
-#: ``max_improvement_pct`` over the last ``window_fraction`` of the epochs trained so far.
+#: Stage one stops when, once the learning rate has fallen to at most ``max_lr_fraction`` of
+#: its start and after ``min_epochs`` epochs, the best validation force RMSE improved by less
+#: than ``max_improvement_pct`` over the last ``window_fraction`` of the epochs trained so far.
 #: Checked at chunk ends only, so epochs to convergence are multiples of the chunk size.
-RULE: dict[str, Any] = {"max_improvement_pct": 2.0, "window_fraction": 0.2, "min_lr_reductions": 2, "min_epochs": 20}
+RULE: dict[str, Any] = {"max_improvement_pct": 2.0, "window_fraction": 0.2, "max_lr_fraction": 0.1, "min_epochs": 20}
 
-#: MACE's documented 3BPA recipe (MACE paper and README: lr 0.01, batch 5, AMSGrad,
-#: ReduceLROnPlateau factor 0.8, EMA 0.99, energy / force weights 1 / 100, then stage two
-#: with energy weight 1000, force weight 100, lr 1e-3 from 75% of the epochs) scaled down:
-#: ReduceLROnPlateau patience 5 instead of MACE's default 50, stage one ends on :data:`RULE`
-#: (or the cap) instead of a fixed 75% of a fixed epoch count, and stage two lasts a third of
-#: stage one's epochs (MACE's 3:1 split).
+#: MACE's documented 3BPA recipe (MACE paper and README: lr 0.01, batch 5, AMSGrad, EMA 0.99,
+#: energy / force weights 1 / 100, then stage two with energy weight 1000, force weight 100
+#: from 75% of the epochs) scaled down to a budget of a few hundred epochs.
+#:
+#: Why ExponentialLR, not MACE's ReduceLROnPlateau: a pilot with the plateau scheduler
+#: (patience 5 instead of MACE's 50; ``results/accuracy_converged_cpu_pilot/``) never lowered
+#: the learning rate in 200 epochs, because the EMA model's validation loss kept falling
+#: slowly, and both runs were still improving 5% over their last 40 epochs at the cap: at a
+#: constant lr 0.01 a few hundred epochs measure learning speed, not attainable accuracy, and
+#: 1500-2000 epochs per run are out of reach. Decaying the lr by ``lr_scheduler_gamma`` per
+#: epoch (0.98: a tenth of the start after 114 steps, 2% of it after 194) anneals every run
+#: within a cap of 200 epochs. MACE does not step its scheduler on the first epoch after a (re)start, so
+#: a run resumed every ``chunk`` epochs takes ``chunk - 1`` steps per chunk; the rule and the
+#: table read the lr from the checkpoint. Stage two keeps stage one's final lr (MACE's 1e-3 is
+#: above it by then and would undo the annealing).
 RECIPE: dict[str, Any] = {
-    "lr": 0.01, "batch_size": 5, "optimizer": "adam + amsgrad (MACE default)", "scheduler": "ReduceLROnPlateau",
-    "lr_factor": 0.8, "scheduler_patience": 5, "ema_decay": 0.99, "energy_weight": 1.0, "forces_weight": 100.0,
-    "stage_two": {"energy_weight": 1000.0, "forces_weight": 100.0, "lr": 1e-3, "epochs": "ceil(stage-one epochs / 3)"},
-    "changed_from_mace": "scheduler patience 5 (MACE default 50); stage one stops on the convergence rule or the cap "
-    "instead of at 75% of a fixed 1500-2000 epochs; 16 channels and max_ell 3 instead of 256 channels (see config)",
+    "lr": 0.01, "batch_size": 5, "optimizer": "adam + amsgrad (MACE default)", "scheduler": "ExponentialLR",
+    "lr_scheduler_gamma": 0.98, "ema_decay": 0.99, "energy_weight": 1.0, "forces_weight": 100.0,
+    "stage_two": {"energy_weight": 1000.0, "forces_weight": 100.0, "lr": "stage one's final lr", "epochs": "ceil(stage-one epochs / 3)"},
+    "changed_from_mace": "ExponentialLR, gamma 0.98 per epoch, instead of ReduceLROnPlateau (factor 0.8, patience 50); "
+    "stage one stops on the convergence rule or the cap instead of at 75% of a fixed 1500-2000 epochs; stage two at "
+    "stage one's final lr instead of 1e-3; 16 channels and max_ell 3 instead of 256 channels (see config)",
 }  # fmt: skip
+
+
+def scheduler_args(recipe: dict[str, Any] = RECIPE) -> list[str]:
+    """``mace_run_train``'s scheduler arguments for ``recipe``."""
+    return ["--scheduler", recipe["scheduler"], "--lr_scheduler_gamma", repr(float(recipe["lr_scheduler_gamma"]))]
 
 
 # --------------------------------------------------------------------------- rule
 
 
-def lr_reductions(lr: float, lr0: float = RECIPE["lr"], factor: float = RECIPE["lr_factor"]) -> int:
-    """How many times ReduceLROnPlateau has multiplied ``lr0`` by ``factor`` to reach ``lr``."""
-    return max(0, int(round(math.log(lr / lr0) / math.log(factor))))
+def protocol(chunk: int, max_epochs: int) -> dict[str, Any]:
+    """What every run of one study shares: the recipe, the rule, the chunk (the lr schedule
+    depends on it: see :data:`RECIPE`) and the epoch cap."""
+    return json.loads(json.dumps({"recipe": RECIPE, "rule": RULE, "chunk": chunk, "max_epochs": max_epochs}))
 
 
-def convergence(curve: Sequence[float], n_reductions: int, rule: dict[str, Any] = RULE) -> dict[str, Any]:
-    """Whether ``rule`` holds for a validation force RMSE ``curve`` (one value per epoch) after
-    ``n_reductions`` learning-rate reductions: ``{"converged", "improvement_pct", "window"}``.
+def check_protocol(study: dict[str, Any], out: Path, chunk: int, max_epochs: int) -> None:
+    """Refuse to add runs to the study directory ``out`` whose record (``study.json``) holds
+    another :func:`protocol`: its finished runs would not be comparable with the new ones."""
+    for key, mine in protocol(chunk, max_epochs).items():
+        theirs = study.get(key)
+        if theirs is not None and theirs != mine:
+            raise SystemExit(f"{out} was trained with another {key} ({json.dumps(theirs, sort_keys=True)}; here: "
+                             f"{json.dumps(mine, sort_keys=True)}): resume it with its own settings or choose a new --out")  # fmt: skip
+
+
+def convergence(curve: Sequence[float], lr_fraction: float, rule: dict[str, Any] = RULE) -> dict[str, Any]:
+    """Whether ``rule`` holds for a validation force RMSE ``curve`` (one value per epoch) at a
+    learning rate ``lr_fraction`` times its start: ``{"converged", "improvement_pct", "window"}``.
 
     The improvement is that of the running best: ``100 * (best before the window - best
     overall) / best before the window`` (0 when the window brought nothing new)."""
@@ -77,8 +103,15 @@ def convergence(curve: Sequence[float], n_reductions: int, rule: dict[str, Any] 
         return {"converged": False, "improvement_pct": None, "window": window}
     before = min(curve[: n - window])
     improvement = 100.0 * (before - min(curve)) / before
-    ok = n >= rule["min_epochs"] and n_reductions >= rule["min_lr_reductions"] and improvement < rule["max_improvement_pct"]
+    ok = n >= rule["min_epochs"] and lr_fraction <= rule["max_lr_fraction"] and improvement < rule["max_improvement_pct"]
     return {"converged": bool(ok), "improvement_pct": improvement, "window": window}
+
+
+def describe_rule(rule: dict[str, Any]) -> str:
+    """``rule``'s learning-rate clause in words (the pilot's rule counted ReduceLROnPlateau steps)."""
+    if "max_lr_fraction" in rule:
+        return f"once the learning rate has fallen to at most {rule['max_lr_fraction']:g} of its start and after {rule['min_epochs']} epochs"
+    return f"after at least {rule['min_lr_reductions']} learning-rate reductions and {rule['min_epochs']} epochs"
 
 
 def read_log(path: Path) -> dict[str, list[float]]:
@@ -226,7 +259,8 @@ def run_until_converged(
     """Train run ``name`` chunk by chunk until :data:`RULE` holds (or ``max_epochs``), then
     stage two; the finished run's fields (``None`` if ``out/runs/name.json`` already exists).
 
-    ``command(max_num_epochs, start_swa, restart)`` builds a ``mace_run_train`` line,
+    ``command(max_num_epochs, restart, stage_two)`` builds a ``mace_run_train`` line (``stage_two``:
+    ``None`` in stage one, else ``{"start": epoch index, "lr": lr}``),
     ``train`` runs it, ``evaluate(model_file)`` gives test errors and the parameter count;
     ``on_chunk(name)`` is called after each chunk's state is stored (e.g. to commit it)."""
     if (out / "runs" / f"{name}.json").is_file():
@@ -241,18 +275,18 @@ def run_until_converged(
         if state["stage"] == 1:
             check = _stage_one_status(state, ckpts, curve)
             if check["converged"] or len(curve) >= max_epochs:
-                state.update(stage=2, stage_one_epochs=len(curve), converged=check["converged"],
+                state.update(stage=2, stage_one_epochs=len(curve), converged=check["converged"], swa_lr=state["lr"],
                              stage_two_epochs=math.ceil(len(curve) / 3), start_swa=last, curve=curve)  # fmt: skip
-                enter_stage_two(ckpts, RECIPE["stage_two"]["lr"])
+                enter_stage_two(ckpts, state["swa_lr"])
                 save_state(run_dir, store, state)
                 continue
             target = min(len(curve) + chunk, max_epochs) - len(curve)
-            cmd = command(target if last is None else last + target, None, last is not None)
+            cmd = command(target if last is None else last + target, last is not None, None)
         else:
             remaining = state["stage_one_epochs"] + state["stage_two_epochs"] - len(curve)
             if remaining <= 0:
                 break
-            cmd = command(last + min(chunk, remaining), state["start_swa"], True)
+            cmd = command(last + min(chunk, remaining), True, {"start": state["start_swa"], "lr": state["swa_lr"]})
         train(cmd)
         prune(ckpts)
         curve = log()["valid_rmse_f"]
@@ -271,19 +305,19 @@ def run_until_converged(
 
 
 def _stage_one_status(state: dict[str, Any], ckpts: Path, curve: list[float]) -> dict[str, Any]:
-    """Update ``state`` with the epochs, learning-rate reductions and :func:`convergence`
-    verdict of a stage-one run; the verdict."""
-    n_red = _checkpoint_reductions(latest_checkpoints(ckpts).get("one"))
-    check = convergence(curve, n_red)
-    state.update(epochs=len(curve), lr_reductions=n_red, check=check)
+    """Update ``state`` with the epochs, learning rate and :func:`convergence` verdict of a
+    stage-one run; the verdict."""
+    lr = _checkpoint_lr(latest_checkpoints(ckpts).get("one"))
+    check = convergence(curve, lr / RECIPE["lr"])
+    state.update(epochs=len(curve), lr=lr, check=check)
     return check
 
 
-def _checkpoint_reductions(path: Optional[Path]) -> int:
+def _checkpoint_lr(path: Optional[Path]) -> float:
+    """The learning rate a stage-one checkpoint resumes with (the start before the first)."""
     if path is None:
-        return 0
-    ckpt = _read(path)
-    return lr_reductions(float(ckpt["optimizer"]["param_groups"][0]["lr"]))
+        return float(RECIPE["lr"])
+    return float(_read(path)["optimizer"]["param_groups"][0]["lr"])
 
 
 # --------------------------------------------------------------------------- report
@@ -316,25 +350,26 @@ def render_markdown(data: dict[str, Any]) -> str:
     """The study's table from :func:`load_dir`'s data: one row per variant and hidden L over the
     finished seeds, then the runs still in progress."""
     study, runs, timing = data["study"], data["runs"], data["timing"]
+    recipe, rule = study.get("recipe", RECIPE), study.get("rule", RULE)
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in runs.values():
         groups.setdefault((r["label"], int(r["max_L"])), []).append(r)
     lines = [
         "# 3BPA accuracy, trained to convergence (CPU)",
         "",
+        *([study["note"], ""] if study.get("note") else []),
         f"Command: `{study.get('command', 'python benchmarks/bench_accuracy.py --until-converged ...')}`",
         "",
         f"Model and data: {study.get('setting', '-')}",
         "",
-        f"Recipe: {json.dumps(RECIPE, sort_keys=True)}",
+        f"Recipe: {json.dumps(recipe, sort_keys=True)}",
         "",
-        f"Convergence rule: after at least {RULE['min_lr_reductions']} learning-rate reductions and {RULE['min_epochs']} "
-        f"epochs, the best validation force RMSE improved by less than {RULE['max_improvement_pct']:g}% over the last "
-        f"{RULE['window_fraction']:.0%} of the epochs trained (checked every {study.get('chunk', '?')} epochs), or the cap "
-        f"of {study.get('max_epochs', '?')} stage-one epochs; then stage two. *converged*: runs where the rule held / runs. "
-        f"*last {RULE['window_fraction']:.0%}*: how much the best validation force RMSE improved over the last "
-        f"{RULE['window_fraction']:.0%} of stage one, when it ended "
-        f"(below {RULE['max_improvement_pct']:g}%: flat by the rule; above: still learning when the cap stopped it).",
+        f"Convergence rule: {describe_rule(rule)}, the best validation force RMSE improved by less than "
+        f"{rule['max_improvement_pct']:g}% over the last {rule['window_fraction']:.0%} of the epochs trained (checked every "
+        f"{study.get('chunk', '?')} epochs), or the cap of {study.get('max_epochs', '?')} stage-one epochs; then stage two. "
+        f"*converged*: runs where the rule held / runs. *last {rule['window_fraction']:.0%}*: how much the best validation "
+        f"force RMSE improved over the last {rule['window_fraction']:.0%} of stage one, when it ended "
+        f"(below {rule['max_improvement_pct']:g}%: flat by the rule; above: still learning when the cap stopped it).",
         "",
         "*epochs*: stage-one epochs to convergence (+ stage two). *train h*: training time to convergence = "
         "(stage one + stage two epochs) x the seconds per epoch of a separate quiet timing run of the variant (a few "
@@ -343,7 +378,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         "atoms), the timing run's model (`benchmarks/_md_step.py`). E: total-energy RMSE (meV), F: force RMSE "
         "(meV/A), after stage two; mean ± sample SD over seeds.",
         "",
-        f"| model | L | seeds | converged | last {RULE['window_fraction']:.0%} | params | epochs | s/epoch | train h | MD ms/step | "
+        f"| model | L | seeds | converged | last {rule['window_fraction']:.0%} | params | epochs | s/epoch | train h | MD ms/step | "
         + " | ".join(f"E {t}" for t in TEMPERATURES) + " | " + " | ".join(f"F {t}" for t in TEMPERATURES) + " |",
         "|" + "---|" * (10 + 2 * len(TEMPERATURES)),
     ]  # fmt: skip
@@ -364,7 +399,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         for name, s in data["pending"].items():
             check = s.get("check") or {}
             imp = check.get("improvement_pct")
-            lines.append(f"- {name}: stage {s['stage']}, {s.get('epochs', 0)} epochs, {s.get('lr_reductions', 0)} lr reductions"
+            lr = f"lr {s['lr']:.2g}" if "lr" in s else f"{s.get('lr_reductions', 0)} lr reductions"
+            lines.append(f"- {name}: stage {s['stage']}, {s.get('epochs', 0)} epochs, {lr}"
                          + (f", best valid F improved {imp:.1f}% over the last {check['window']} epochs" if imp is not None else ""))  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -45,10 +45,10 @@ Usage::
         # the issue-13 study (32 channels, max_ell 3; many CPU hours: see benchmarks/README.md)
     python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_cpu.json
     python benchmarks/bench_accuracy.py --until-converged --preset study --channels 16 --max-L 1 \
-        --backends e3nn --seeds 1,2,3 --max-epochs 200 --jobs 2 --commit
+        --backends e3nn,grid --seeds 1,2,3 --max-epochs 200 --jobs 2 --commit
         # the converged study (issue 22; resumable, one JSON per finished run: benchmarks/_converged.py;
         # --jobs 2: two runs at once, one per core)
-    python benchmarks/bench_accuracy.py --until-converged --timing-epochs 4 --preset study --channels 16 --max-L 1 --backends e3nn
+    python benchmarks/bench_accuracy.py --until-converged --timing-epochs 4 --preset study --channels 16 --max-L 1 --backends e3nn,grid
         # its quiet timing run of a variant (seconds per epoch for "training time to convergence",
         # and ms per LAMMPS MD step of a 3BPA box on one core: benchmarks/_md_step.py)
     python benchmarks/bench_accuracy.py --render-only benchmarks/results/accuracy_converged_cpu
@@ -152,9 +152,17 @@ def prepare_data(data: Path, work: Path, n_train: Optional[int], seed: int) -> d
 # --------------------------------------------------------------------------- training
 
 
+#: The budget study's scheduler: MACE's ReduceLROnPlateau with patience 5 instead of 50.
+PLATEAU = ("--scheduler", "ReduceLROnPlateau", "--scheduler_patience", "5")
+
+
 def train_command(backend: str, options: dict[str, str], epochs: int, cfg: dict[str, Any], run_dir: Path, train_file: Path, e0s: dict[int, float],
-                  restart: bool = False, start_swa: Optional[int] = None) -> list[str]:
+                  restart: bool = False, scheduler: Sequence[str] = PLATEAU, stage_two: Optional[dict[str, Any]] = None) -> list[str]:
     """The ``python -m mace_gaunt_plugin.train`` command line of one run (named after ``run_dir``).
+
+    ``scheduler``: MACE's scheduler arguments. ``stage_two``: MACE's stage two (``--swa``)
+    from epoch index ``start`` with learning rate ``lr`` and the loss weights
+    ``energy_weight`` / ``forces_weight``.
 
     ``--save_all_checkpoints`` makes the saved model the last epoch's for every backend
     (stock MACE saves the best validation epoch): the budget is the same for all, and a
@@ -167,18 +175,15 @@ def train_command(backend: str, options: dict[str, str], epochs: int, cfg: dict[
            "--r_max", str(cfg["r_max"]), "--batch_size", str(cfg["batch_size"]), "--valid_batch_size", "20",
            "--max_num_epochs", str(epochs), "--patience", str(10**6), "--lr", "0.01",
            "--energy_weight", "1", "--forces_weight", "100", "--ema", "--ema_decay", "0.99",
-           "--scheduler_patience", "5", "--default_dtype", "float64", "--device", "cpu", "--seed", str(cfg["seed"]),
+           *scheduler, "--default_dtype", "float64", "--device", "cpu", "--seed", str(cfg["seed"]),
            "--save_all_checkpoints", "--tp-backend", backend]  # fmt: skip
     for key, value in sorted(options.items()):
         cmd += ["--tp-option", f"{key}={value}"]
     if restart:
         cmd.append("--restart_latest")
-    if start_swa is not None:
-        from _converged import RECIPE
-
-        two = RECIPE["stage_two"]
-        cmd += ["--swa", "--start_swa", str(start_swa), "--swa_lr", str(two["lr"]),
-                "--swa_energy_weight", str(two["energy_weight"]), "--swa_forces_weight", str(two["forces_weight"])]  # fmt: skip
+    if stage_two is not None:
+        cmd += ["--swa", "--start_swa", str(stage_two["start"]), "--swa_lr", repr(float(stage_two["lr"])),
+                "--swa_energy_weight", str(stage_two["energy_weight"]), "--swa_forces_weight", str(stage_two["forces_weight"])]  # fmt: skip
     return cmd
 
 
@@ -645,7 +650,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="train each run (variant, --max-L, seed) in chunks until the convergence rule holds or "
                    "--max-epochs, then stage two; resumable; results in --out (default results/accuracy_converged_cpu)")
     c.add_argument("--max-epochs", type=int, default=200, help="stage-one epoch cap")
-    c.add_argument("--chunk-epochs", type=int, default=10, help="epochs per mace_run_train call (the rule is checked between)")
+    c.add_argument("--chunk-epochs", type=int, default=20,
+                   help="epochs per mace_run_train call (the rule is checked between; each restart costs about a minute "
+                   "and skips one lr step)")
     c.add_argument("--timing-epochs", type=int, default=None, metavar="N",
                    help="instead of the study: a timing run of N epochs per variant (seconds per epoch, first epoch excluded)")
     c.add_argument("--timing-md-steps", type=int, default=20, metavar="N",
@@ -816,7 +823,8 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
     study_file = out / "study.json"
     study = json.loads(study_file.read_text()) if study_file.is_file() else {}
     if args.timing_epochs is None:
-        study.update(setting=setting, chunk=args.chunk_epochs, max_epochs=args.max_epochs,
+        _converged.check_protocol(study, out, args.chunk_epochs, args.max_epochs)
+        study.update(**_converged.protocol(args.chunk_epochs, args.max_epochs), setting=setting,
                      command=" ; ".join(dict.fromkeys([*filter(None, study.get("command", "").split(" ; ")), command])))  # fmt: skip
         study_file.write_text(json.dumps(study, indent=1, sort_keys=True) + "\n")
 
@@ -835,7 +843,8 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
             name = f"timing_{key}"
             shutil_rm(work / name)
             run_cfg = dict(cfg, seed=seeds[0], channels=ch)
-            cmd = train_command(variant.backend, options, args.timing_epochs, run_cfg, work / name, work / "train.xyz", split["e0s"])
+            cmd = train_command(variant.backend, options, args.timing_epochs, run_cfg, work / name, work / "train.xyz",
+                                split["e0s"], scheduler=_converged.scheduler_args())  # fmt: skip
             print(f"[accuracy] timing {variant.label} L={cfg['max_L']}: {args.timing_epochs} epochs ...", flush=True)
             curve, wall = run_training(cmd, name, work, args.threads)
             sec = curve["epoch_seconds"][1:] or curve["epoch_seconds"]
@@ -863,9 +872,11 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
         run_dir = work / name
         chunks = [0]
 
-        def build(max_num_epochs: int, start_swa: Optional[int], restart: bool) -> list[str]:
-            return train_command(variant.backend, options, max_num_epochs, run_cfg, run_dir, work / "train.xyz",
-                                 split["e0s"], restart=restart, start_swa=start_swa)  # fmt: skip
+        def build(max_num_epochs: int, restart: bool, stage_two: Optional[dict[str, Any]]) -> list[str]:
+            weights = {k: v for k, v in _converged.RECIPE["stage_two"].items() if k.endswith("_weight")}
+            return train_command(variant.backend, options, max_num_epochs, run_cfg, run_dir, work / "train.xyz", split["e0s"],
+                                 restart=restart, scheduler=_converged.scheduler_args(),
+                                 stage_two=None if stage_two is None else {**stage_two, **weights})  # fmt: skip
 
         def train(cmd: list[str]) -> None:
             print(f"[accuracy] {name}: " + " ".join(cmd[cmd.index("--max_num_epochs") : cmd.index("--max_num_epochs") + 2])
