@@ -53,10 +53,10 @@ RULE: dict[str, Any] = {"max_improvement_pct": 2.0, "window_fraction": 0.2, "max
 #: constant lr 0.01 a few hundred epochs measure learning speed, not attainable accuracy, and
 #: 1500-2000 epochs per run are out of reach. Decaying the lr by ``lr_scheduler_gamma`` per
 #: epoch (0.98: a tenth of the start after 114 steps, 2% of it after 194) anneals every run
-#: within a cap of 200 epochs. MACE does not step its scheduler on the first epoch after a (re)start, so
-#: a run resumed every ``chunk`` epochs takes ``chunk - 1`` steps per chunk; the rule and the
-#: table read the lr from the checkpoint. Stage two keeps stage one's final lr (MACE's 1e-3 is
-#: above it by then and would undo the annealing).
+#: within a cap of 200 epochs. MACE does not step its scheduler on the first epoch after a
+#: (re)start, so a run resumed every ``chunk`` epochs takes ``chunk - 1`` steps per chunk;
+#: the rule and the table read the lr from the checkpoint. Stage two keeps stage one's final
+#: lr (MACE's 1e-3 is above it by then and would undo the annealing).
 RECIPE: dict[str, Any] = {
     "lr": 0.01, "batch_size": 5, "optimizer": "adam + amsgrad (MACE default)", "scheduler": "ExponentialLR",
     "lr_scheduler_gamma": 0.98, "ema_decay": 0.99, "energy_weight": 1.0, "forces_weight": 100.0,
@@ -109,9 +109,10 @@ def convergence(curve: Sequence[float], lr_fraction: float, rule: dict[str, Any]
 
 def describe_rule(rule: dict[str, Any]) -> str:
     """``rule``'s learning-rate clause in words (the pilot's rule counted ReduceLROnPlateau steps)."""
+    epochs = f"{rule['min_epochs']} epochs"
     if "max_lr_fraction" in rule:
-        return f"once the learning rate has fallen to at most {rule['max_lr_fraction']:g} of its start and after {rule['min_epochs']} epochs"
-    return f"after at least {rule['min_lr_reductions']} learning-rate reductions and {rule['min_epochs']} epochs"
+        return f"once the learning rate has fallen to at most {rule['max_lr_fraction']:g} of its start and after {epochs}"
+    return f"after at least {rule['min_lr_reductions']} learning-rate reductions and {epochs}"
 
 
 def read_log(path: Path) -> dict[str, list[float]]:
@@ -399,8 +400,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         for name, s in data["pending"].items():
             check = s.get("check") or {}
             imp = check.get("improvement_pct")
-            lr = f"lr {s['lr']:.2g}" if "lr" in s else f"{s.get('lr_reductions', 0)} lr reductions"
-            lines.append(f"- {name}: stage {s['stage']}, {s.get('epochs', 0)} epochs, {lr}"
+            lines.append(f"- {name}: stage {s['stage']}, {s.get('epochs', 0)} epochs" + (f", lr {s['lr']:.2g}" if "lr" in s else "")
                          + (f", best valid F improved {imp:.1f}% over the last {check['window']} epochs" if imp is not None else ""))  # fmt: skip
     return "\n".join(lines) + "\n"
 
