@@ -256,21 +256,27 @@ def run_until_converged(
     max_epochs: int,
     chunk: int,
     on_chunk: Callable[[str], None] = lambda name: None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> Optional[dict[str, Any]]:
     """Train run ``name`` chunk by chunk until :data:`RULE` holds (or ``max_epochs``), then
-    stage two; the finished run's fields (``None`` if ``out/runs/name.json`` already exists).
+    stage two; the finished run's fields (``None`` if ``out/runs/name.json`` already exists, or
+    when ``stop()`` said to stop before a chunk: the stored state resumes it).
 
     ``command(max_num_epochs, restart, stage_two)`` builds a ``mace_run_train`` line (``stage_two``:
     ``None`` in stage one, else ``{"start": epoch index, "lr": lr}``),
     ``train`` runs it, ``evaluate(model_file)`` gives test errors and the parameter count;
     ``on_chunk(name)`` is called after each chunk's state is stored (e.g. to commit it)."""
     if (out / "runs" / f"{name}.json").is_file():
+        print(f"[accuracy] {name}: already finished", flush=True)
         return None
     store = out / "checkpoints" / name
     state = restore_state(store, run_dir) or {"stage": 1}
     ckpts = run_dir / "checkpoints"
     log = lambda: read_log(next(iter(sorted((run_dir / "results").glob("*_train.txt"))), Path("/nonexistent")))  # noqa: E731
     while True:
+        if stop():
+            print(f"[accuracy] {name}: stopped before its next chunk (stop file); resumable", flush=True)
+            return None
         curve = log()["valid_rmse_f"]
         last = latest_index(ckpts)
         if state["stage"] == 1:

@@ -658,6 +658,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     c.add_argument("--timing-md-steps", type=int, default=20, metavar="N",
                    help="with --timing-epochs: also time N LAMMPS MD steps of a 729-atom 3BPA box on one core with the "
                    "timing run's model (benchmarks/_md_step.py; 0: skip)")
+    c.add_argument("--stop-file", type=Path, default=None,
+                   help="when this file exists, each run stops before its next chunk, state stored (default: "
+                   "WORK_DIR/STOP; removed at start): end a session without losing a chunk")
     c.add_argument("--commit", action="store_true",
                    help="git-commit each finished run as it completes (budget study: OUT_runs/RUN.json; converged "
                    "study: --out, and the checkpoints every --commit-every chunks)")
@@ -865,6 +868,12 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
         tasks += [(variant, seed, ch, options) for seed in seeds]
 
     reporting = threading.Lock()  # table, plots (matplotlib) and git, one thread at a time
+    stop_file = (args.stop_file or work / "STOP").resolve()
+    if stop_file.exists():
+        print(f"[accuracy] removing an old stop file {stop_file}", flush=True)
+        stop_file.unlink()
+    if tasks:
+        print(f"[accuracy] to stop every run after its current chunk (resumable): touch {stop_file}", flush=True)
 
     def train_to_convergence(variant: Variant, seed: int, ch: int, options: dict[str, Any]) -> None:
         name = f"{variant.slug}_L{cfg['max_L']}_seed{seed}"
@@ -891,9 +900,12 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
                     _git_commit([out], f"converged study: {run} checkpoint ({_converged.load_dir(out)['pending'][run]['epochs']} epochs)")
 
         row = _converged.run_until_converged(name, out, run_dir, build, train, evaluate_model, args.max_epochs,
-                                             args.chunk_epochs, on_chunk)  # fmt: skip
+                                             args.chunk_epochs, on_chunk, stop_file.exists)  # fmt: skip
         if row is None:
-            print(f"[accuracy] {name}: already finished", flush=True)
+            if args.commit and stop_file.exists() and name in _converged.load_dir(out)["pending"]:
+                with reporting:
+                    _converged.write_outputs(out, with_plot=False)
+                    _git_commit([out], f"converged study: {name} checkpoint, stopped ({_converged.load_dir(out)['pending'][name]['epochs']} epochs)")
             return
         row.update(label=variant.label, backend=variant.backend, options=options, channels=ch, max_L=cfg["max_L"],
                    seed=seed, config=run_cfg, split={k: v for k, v in split.items() if k != "e0s"},

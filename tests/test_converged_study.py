@@ -1,7 +1,7 @@
 """The converged study's driver end to end (``bench_accuracy.py --until-converged``, a tiny
 model on 20 3BPA configurations): chunked training with MACE restarts, the annealed learning
-rate carried across them, stage two at stage one's final lr, and a study that refuses to mix
-protocols. About a minute on one core."""
+rate carried across them, a stop file that ends a session between chunks, stage two at stage
+one's final lr, and a study that refuses to mix protocols. About a minute on one core."""
 
 from __future__ import annotations
 
@@ -16,21 +16,41 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _study(out: Path, work: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(BENCH / "bench_accuracy.py"), "--until-converged", "--preset", "tiny", "--backends", "grid",
-           "--seeds", "1", "--max-epochs", "5", "--out", str(out), "--work-dir", str(work), "--data", str(data), *extra]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+def _command(out: Path, work: Path, data: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(BENCH / "bench_accuracy.py"), "--until-converged", "--preset", "tiny", "--backends", "grid",
+            "--seeds", "1", "--max-epochs", "5", "--out", str(out), "--work-dir", str(work), "--data", str(data), *extra]  # fmt: skip
 
 
-def test_study_trains_in_chunks_anneals_the_lr_and_resumes(tmp_path: Path, data_3bpa: Path) -> None:
+def _study(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(*args, **kwargs), capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+
+
+def _study_stopped_in_its_first_chunk(out: Path, work: Path, data: Path) -> tuple[int, str]:
+    """Run the study and create its stop file while the first chunk trains: (rc, stdout)."""
+    stop = work / "STOP"
+    proc = subprocess.Popen(_command(out, work, data, "--chunk-epochs", "2"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "--max_num_epochs" in line:
+            stop.touch()
+    return proc.wait(timeout=600), "".join(lines)
+
+
+def test_study_trains_in_chunks_anneals_the_lr_stops_and_resumes(tmp_path: Path, data_3bpa: Path) -> None:
     sys.path.insert(0, str(BENCH))
     import _converged
 
     out, work = tmp_path / "study", tmp_path / "work"
-    done = _study(out, work, data_3bpa, "--chunk-epochs", "2")
+    rc, first = _study_stopped_in_its_first_chunk(out, work, data_3bpa)
+    assert rc == 0 and "grid_L1_seed1: stopped before its next chunk" in first, first[-3000:]
+    state = json.loads((out / "checkpoints" / "grid_L1_seed1" / "state.json").read_text())
+    assert state["stage"] == 1 and state["epochs"] == 2 and not (out / "runs").exists()
+
+    done = _study(out, work, data_3bpa, "--chunk-epochs", "2")  # resumes; the old stop file is removed
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    calls = [line for line in done.stdout.splitlines() if "--max_num_epochs" in line]
+    calls = [line for line in first.splitlines() + done.stdout.splitlines() if "--max_num_epochs" in line]
     stage_one_calls = [line for line in calls if "stage two" not in line]
     assert len(stage_one_calls) >= 3 and any("stage two" in line for line in calls)
 
