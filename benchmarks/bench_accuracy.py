@@ -650,7 +650,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="train each run (variant, --max-L, seed) in chunks until the convergence rule holds or "
                    "--max-epochs, then stage two; resumable; results in --out (default results/accuracy_converged_cpu)")
     c.add_argument("--max-epochs", type=int, default=200, help="stage-one epoch cap")
-    c.add_argument("--chunk-epochs", type=int, default=20,
+    c.add_argument("--chunk-epochs", type=int, default=10,
                    help="epochs per mace_run_train call (the rule is checked between; each restart costs about a minute "
                    "and skips one lr step)")
     c.add_argument("--timing-epochs", type=int, default=None, metavar="N",

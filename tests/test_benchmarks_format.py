@@ -189,18 +189,18 @@ def _converged_module():
     return _load_file("_converged.py")
 
 
-def test_convergence_rule_needs_a_flat_window_and_an_annealed_lr() -> None:
+def test_convergence_rule_needs_a_flat_window_and_two_lr_reductions() -> None:
     conv = _converged_module()
     falling = [100.0 * 0.97**k for k in range(30)]  # 3% better every epoch
     flat = [100.0 * 0.97**k for k in range(25)] + [100.0 * 0.97**24 * (1 + 0.001 * (k % 2)) for k in range(15)]
-    assert conv.RULE["max_lr_fraction"] == 0.1
-    assert not conv.convergence(falling, lr_fraction=0.01)["converged"]
-    verdict = conv.convergence(flat, lr_fraction=0.1)
+    assert not conv.convergence(falling, n_reductions=5)["converged"]
+    verdict = conv.convergence(flat, n_reductions=2)
     assert verdict["converged"] and verdict["window"] == 8 and verdict["improvement_pct"] == pytest.approx(0.0)
-    assert not conv.convergence(flat, lr_fraction=0.2)["converged"]  # flat, but the lr has not come down to a tenth
-    assert not conv.convergence(flat[:10], lr_fraction=0.01)["converged"]  # fewer than min_epochs
+    assert not conv.convergence(flat, n_reductions=1)["converged"]  # the lr has not come down twice
+    assert not conv.convergence(flat[:10], n_reductions=3)["converged"]  # fewer than min_epochs
     # the best value before the window is 100, the best overall 98.5: 1.5% < 2%
-    assert conv.convergence([100.0] * 16 + [99.0, 98.5, 99.0, 99.5], lr_fraction=0.1)["improvement_pct"] == pytest.approx(1.5)
+    assert conv.convergence([100.0] * 16 + [99.0, 98.5, 99.0, 99.5], n_reductions=2)["improvement_pct"] == pytest.approx(1.5)
+    assert [conv.lr_reductions(0.01 * 0.8**k) for k in (0, 1, 2, 7)] == [0, 1, 2, 7]
 
 
 def test_a_study_refuses_runs_under_another_protocol(tmp_path: Path) -> None:
@@ -211,9 +211,9 @@ def test_a_study_refuses_runs_under_another_protocol(tmp_path: Path) -> None:
     for chunk, cap in ((10, 200), (20, 400)):
         with pytest.raises(SystemExit, match="another (chunk|max_epochs)"):
             conv.check_protocol(study, tmp_path, chunk, cap)
-    pilot = dict(study, recipe=dict(conv.RECIPE, scheduler="ReduceLROnPlateau"))
+    annealed = dict(study, recipe=dict(conv.RECIPE, scheduler="ExponentialLR"))
     with pytest.raises(SystemExit, match="another recipe"):
-        conv.check_protocol(pilot, tmp_path, 20, 200)
+        conv.check_protocol(annealed, tmp_path, 20, 200)
 
 
 def test_resumed_mace_log_counts_repeated_epoch_indices_once_each(tmp_path: Path) -> None:
@@ -251,13 +251,13 @@ def test_converged_table_renders_a_directory_of_partial_results(tmp_path: Path) 
     assert "| e3nn | 1 | 1,2 | 2/2 | 2.5 ± 0.7% | 1234 | 60 ± 0 (+20 ± 0) | 36.0 | 0.80 ± 0.00 | 41.2 | 1.0 ± 0.0 | 1.0 ± 0.0 | 1.0 ± 0.0 | 11.0 ± 1.4 |" in text
     assert "- e3nn_L1_seed3: stage 1, 40 epochs, lr 0.0045, best valid F improved 4.2% over the last 8 epochs" in text
     assert "checked every 10 epochs), or the cap of 300 stage-one epochs" in text
-    assert "at most 0.1 of its start and after 20 epochs" in text and '"scheduler": "ExponentialLR"' in text
+    assert "after at least 2 learning-rate reductions and 20 epochs" in text and '"scheduler": "ReduceLROnPlateau"' in text
     # a directory records its own protocol, and a note; it renders with them, not with this code's
-    pilot_rule = {"max_improvement_pct": 2.0, "window_fraction": 0.25, "min_lr_reductions": 2, "min_epochs": 20}
-    study = {"recipe": {"scheduler": "ReduceLROnPlateau"}, "rule": pilot_rule, "note": "**Pilot.**"}
-    old = conv.render_markdown(dict(conv.load_dir(tmp_path), study=study))
-    assert "\n**Pilot.**\n" in old and '"scheduler": "ReduceLROnPlateau"' in old and "ExponentialLR" not in old
-    assert "after at least 2 learning-rate reductions and 20 epochs" in old and "| last 25% |" in old
+    probe_rule = {"max_improvement_pct": 2.0, "window_fraction": 0.25, "max_lr_fraction": 0.1, "min_epochs": 20}
+    study = {"recipe": {"scheduler": "ExponentialLR"}, "rule": probe_rule, "note": "**Probe.**"}
+    probe = conv.render_markdown(dict(conv.load_dir(tmp_path), study=study))
+    assert "\n**Probe.**\n" in probe and '"scheduler": "ExponentialLR"' in probe and "ReduceLROnPlateau" not in probe
+    assert "at most 0.1 of its start and after 20 epochs" in probe and "| last 25% |" in probe
     conv.write_outputs(tmp_path, with_plot=False)
     assert (tmp_path / "table.md").read_text() == text
     (point,) = conv.pareto_points(conv.load_dir(tmp_path))
@@ -266,7 +266,7 @@ def test_converged_table_renders_a_directory_of_partial_results(tmp_path: Path) 
     assert conv.plot_pareto(conv.load_dir(tmp_path), tmp_path / "pareto.png") and (tmp_path / "pareto.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("name", ["accuracy_converged_cpu", "accuracy_converged_cpu_pilot"])
+@pytest.mark.parametrize("name", ["accuracy_converged_cpu", "accuracy_converged_cpu_annealed_probe"])
 def test_committed_converged_table_matches_its_directory(name: str) -> None:
     out = RESULTS / name
     if not (out / "table.md").is_file():
