@@ -265,8 +265,8 @@ def run_until_converged(
     stage two; the finished run's fields (``None`` if ``out/runs/name.json`` already exists, or
     when ``stop()`` said to stop before a chunk: the stored state resumes it).
 
-    ``command(max_num_epochs, restart, stage_two)`` builds a ``mace_run_train`` line (``stage_two``:
-    ``None`` in stage one, else ``{"start": epoch index, "lr": lr}``),
+    ``command(max_num_epochs, restart, start_swa)`` builds a ``mace_run_train`` line (``start_swa``:
+    ``None`` in stage one, else the epoch index where stage two starts),
     ``train`` runs it, ``evaluate(model_file)`` gives test errors and the parameter count;
     ``on_chunk(name)`` is called after each chunk's state is stored (e.g. to commit it)."""
     if (out / "runs" / f"{name}.json").is_file():
@@ -285,9 +285,9 @@ def run_until_converged(
         if state["stage"] == 1:
             check = _stage_one_status(state, ckpts, curve)
             if check["converged"] or len(curve) >= max_epochs:
-                state.update(stage=2, stage_one_epochs=len(curve), converged=check["converged"], swa_lr=RECIPE["stage_two"]["lr"],
+                state.update(stage=2, stage_one_epochs=len(curve), converged=check["converged"],
                              stage_two_epochs=math.ceil(len(curve) / 3), start_swa=last, curve=curve)  # fmt: skip
-                enter_stage_two(ckpts, state["swa_lr"])
+                enter_stage_two(ckpts, RECIPE["stage_two"]["lr"])
                 save_state(run_dir, store, state)
                 continue
             target = min(len(curve) + chunk, max_epochs) - len(curve)
@@ -296,7 +296,7 @@ def run_until_converged(
             remaining = state["stage_one_epochs"] + state["stage_two_epochs"] - len(curve)
             if remaining <= 0:
                 break
-            cmd = command(last + min(chunk, remaining), True, {"start": state["start_swa"], "lr": state["swa_lr"]})
+            cmd = command(last + min(chunk, remaining), True, state["start_swa"])
         train(cmd)
         prune(ckpts)
         curve = log()["valid_rmse_f"]
@@ -318,8 +318,9 @@ def _stage_one_status(state: dict[str, Any], ckpts: Path, curve: list[float]) ->
     """Update ``state`` with the epochs, learning rate (and its reductions) and
     :func:`convergence` verdict of a stage-one run; the verdict."""
     lr = _checkpoint_lr(latest_checkpoints(ckpts).get("one"))
-    check = convergence(curve, lr_reductions(lr))
-    state.update(epochs=len(curve), lr=lr, lr_reductions=lr_reductions(lr), check=check)
+    n_reductions = lr_reductions(lr)
+    check = convergence(curve, n_reductions)
+    state.update(epochs=len(curve), lr=lr, lr_reductions=n_reductions, check=check)
     return check
 
 

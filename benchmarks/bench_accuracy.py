@@ -881,11 +881,10 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
         run_dir = work / name
         chunks = [0]
 
-        def build(max_num_epochs: int, restart: bool, stage_two: Optional[dict[str, Any]]) -> list[str]:
-            weights = {k: v for k, v in _converged.RECIPE["stage_two"].items() if k.endswith("_weight")}
+        def build(max_num_epochs: int, restart: bool, start_swa: Optional[int]) -> list[str]:
+            stage_two = None if start_swa is None else {**_converged.RECIPE["stage_two"], "start": start_swa}
             return train_command(variant.backend, options, max_num_epochs, run_cfg, run_dir, work / "train.xyz", split["e0s"],
-                                 restart=restart, scheduler=_converged.scheduler_args(),
-                                 stage_two=None if stage_two is None else {**stage_two, **weights})  # fmt: skip
+                                 restart=restart, scheduler=_converged.scheduler_args(), stage_two=stage_two)  # fmt: skip
 
         def train(cmd: list[str]) -> None:
             print(f"[accuracy] {name}: " + " ".join(cmd[cmd.index("--max_num_epochs") : cmd.index("--max_num_epochs") + 2])
@@ -902,10 +901,11 @@ def converged_main(args: argparse.Namespace, argv: Optional[Sequence[str]], cfg:
         row = _converged.run_until_converged(name, out, run_dir, build, train, evaluate_model, args.max_epochs,
                                              args.chunk_epochs, on_chunk, stop_file.exists)  # fmt: skip
         if row is None:
-            if args.commit and stop_file.exists() and name in _converged.load_dir(out)["pending"]:
+            pending = _converged.load_dir(out)["pending"].get(name) if args.commit and stop_file.exists() else None
+            if pending is not None:
                 with reporting:
                     _converged.write_outputs(out, with_plot=False)
-                    _git_commit([out], f"converged study: {name} checkpoint, stopped ({_converged.load_dir(out)['pending'][name]['epochs']} epochs)")
+                    _git_commit([out], f"converged study: {name} checkpoint, stopped ({pending['epochs']} epochs)")
             return
         row.update(label=variant.label, backend=variant.backend, options=options, channels=ch, max_L=cfg["max_L"],
                    seed=seed, config=run_cfg, split={k: v for k, v in split.items() if k != "e0s"},

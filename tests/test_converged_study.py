@@ -60,7 +60,9 @@ def test_study_trains_in_chunks_stops_and_resumes(tmp_path: Path, data_3bpa: Pat
     # the lr read from the last stage-one checkpoint is a whole number of ReduceLROnPlateau steps
     recipe = _converged.RECIPE
     assert run["lr"] == pytest.approx(recipe["lr"] * recipe["lr_factor"] ** run["lr_reductions"], rel=1e-9)
-    assert run["swa_lr"] == recipe["stage_two"]["lr"]
+    (swa,) = (work / "grid_L1_seed1" / "checkpoints").glob("*_swa.pt")  # stage two's last checkpoint
+    groups = _converged._read(swa)["optimizer"]["param_groups"]
+    assert {g["swa_lr"] for g in groups} == {recipe["stage_two"]["lr"]}
     assert not (out / "checkpoints" / "grid_L1_seed1").exists()  # a finished run's committed checkpoint is gone
     study = json.loads((out / "study.json").read_text())
     assert study["recipe"] == json.loads(json.dumps(_converged.RECIPE)) and study["chunk"] == 2
